@@ -1,0 +1,14 @@
+/* likeness.h: the public C API of likeness, personalized image generation.
+ * Modules: core (status, dtypes, memory), tensor (ctx, autograd), ops (differentiable kernels),
+ * rng (torch-compatible), safetensors (files), optim (optimizers, schedules, EMA). */
+#ifndef LIKENESS_H
+#define LIKENESS_H
+
+#include "likeness/core.h"
+#include "likeness/tensor.h"
+#include "likeness/ops.h"
+#include "likeness/rng.h"
+#include "likeness/safetensors.h"
+#include "likeness/optim.h"
+
+#endif

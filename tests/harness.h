@@ -1,0 +1,73 @@
+/* harness.h: the tiny test framework every test uses. A failed check is counted and printed;
+ * lk_t_done() returns non-zero if any check failed, so a test cannot silently pass. */
+#ifndef LK_TEST_HARNESS_H
+#define LK_TEST_HARNESS_H
+
+#include <stdio.h>
+#include "likeness.h"
+
+extern int lk_t_checks, lk_t_failures;
+
+#define CHECK(cond)                                                                 \
+    do {                                                                            \
+        lk_t_checks++;                                                              \
+        if (!(cond)) {                                                              \
+            lk_t_failures++;                                                        \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);         \
+        }                                                                           \
+    } while (0)
+#define CHECK_OK(expr)                                                              \
+    do {                                                                            \
+        lk_t_checks++;                                                              \
+        lk_status s_ = (expr);                                                      \
+        if (s_ != LK_OK) {                                                          \
+            lk_t_failures++;                                                        \
+            fprintf(stderr, "FAIL %s:%d: %s -> %s: %s\n", __FILE__, __LINE__, #expr, \
+                    lk_status_str(s_), lk_last_error());                            \
+        }                                                                           \
+    } while (0)
+/* Fatal: stop the test (counts as failure) */
+#define REQUIRE(cond)                                                               \
+    do {                                                                            \
+        if (!(cond)) {                                                              \
+            fprintf(stderr, "FATAL %s:%d: %s (%s)\n", __FILE__, __LINE__, #cond,    \
+                    lk_last_error());                                               \
+            lk_t_failures++;                                                        \
+            return lk_t_done();                                                     \
+        }                                                                           \
+    } while (0)
+
+/* Open $LK_REF_DIR/<name>.safetensors (made by tests/ref/<name>.py). NULL + message if absent. */
+lk_safetensors *lk_t_ref(const char *name);
+/* Open a file in $LK_GOLDEN_DIR (../shared/golden). NULL + message if absent. */
+lk_safetensors *lk_t_golden(const char *file);
+const char *lk_t_golden_dir(void);
+/* f32 copy (malloc'd, caller frees) of a tensor of st; NULL + counted failure if missing.
+ * *numel (optional) receives the element count; shape (optional, LK_MAX_DIMS) and ndim too. */
+float *lk_t_load(const lk_safetensors *st, const char *name, int64_t *numel);
+/* Load into a ctx tensor (f32) / a persistent parameter with the file's shape. */
+lk_tensor *lk_t_tensor(lk_ctx *ctx, const lk_safetensors *st, const char *name);
+lk_tensor *lk_t_param(const lk_safetensors *st, const char *name);
+
+/* Compare got against want: passes if every |got-want| <= atol + rtol*|want|. Prints
+ * "ok|FAIL what: max_abs=.. max_rel=.. (n=..)" and counts a check. Returns 1 on pass. */
+int lk_t_close(const char *what, const float *got, const float *want, size_t n, float atol,
+               float rtol);
+
+/* Finite-difference gradient check of an op built by fn from leaf inputs (parameters made
+ * with lk_param_new, f32, requires_grad set on those to check). Uses a fixed random upstream
+ * gradient R: analytic d<out,R>/d(input) from lk_backward_from vs central differences with
+ * step eps at n_probe random elements of every input that requires grad. Passes if
+ * |num - ana| <= tol * max(1, |num|, |ana|). Counts one check per input. */
+typedef lk_tensor *(*lk_t_fn)(lk_ctx *ctx, lk_tensor **in, int n, void *ud);
+int lk_t_gradcheck(const char *what, lk_t_fn fn, void *ud, lk_tensor **in, int n, int n_probe,
+                   float eps, float tol);
+
+/* Fill with uniform values in [lo, hi) from a simple deterministic generator. */
+void lk_t_fill_uniform(float *x, size_t n, float lo, float hi, uint64_t seed);
+/* Print summary; return process exit code (0 only if no check failed and at least one ran). */
+int lk_t_done(void);
+/* Wall-clock seconds (monotonic). */
+double lk_t_now(void);
+
+#endif
