@@ -43,6 +43,9 @@ struct lk_tensor {
     lk_ctx *ctx;                  /* owning ctx (NULL for parameters) */
     char name[96];                /* checkpoint key name for parameters; "" otherwise */
     void *user;                   /* free for the owner's use */
+    /* internal */
+    bool grad_owned_;             /* grad allocated by the tensor (not a paramset block) */
+    bool data_owned_;             /* parameter data allocated by lk_param_new */
 };
 
 /* Convenience: LK_DIMS(2,3,4) expands to `3, (const int64_t[]){2,3,4}`. */
@@ -85,6 +88,12 @@ lk_tensor *lk_tensor_wrap(lk_ctx *ctx, lk_dtype dt, int ndim, const int64_t *sha
 /* Drop this handle's reference to its storage early (memory returns to the pool once the tape
  * no longer needs it). The handle keeps its shape; data becomes NULL. Accepts NULL. */
 void lk_release(lk_tensor *t);
+
+/* Scoped release for inference: lk_ctx_mark returns a position in the ctx's handle list;
+ * lk_ctx_release_since drops the data references of every handle created after it except the
+ * n_keep tensors listed (e.g. a block's output). Memory the tape still needs stays alive. */
+size_t lk_ctx_mark(const lk_ctx *ctx);
+void lk_ctx_release_since(lk_ctx *ctx, size_t mark, lk_tensor *const *keep, int n_keep);
 
 /* ---- parameters (persistent, outside any ctx) ---- */
 lk_tensor *lk_param_new(lk_dtype dt, int ndim, const int64_t *shape, const char *name); /* zeroed */
@@ -129,8 +138,10 @@ lk_tensor *lk_detach(lk_ctx *ctx, lk_tensor *x);
 
 /* ---- autograd ---- */
 /* Backpropagate from a scalar (numel 1) loss: seeds d(loss)=1 and runs the tape in reverse.
- * Gradients accumulate into leaves' grad; the tape is consumed (activation memory freed as
- * soon as each node's backward has run). */
+ * Gradients accumulate into leaves' grad; the tape is consumed. To free activation memory as
+ * soon as backward no longer needs it, backward first drops the handle references of every
+ * non-leaf activation of the ctx (except the loss/out and retain_grad tensors): read what you
+ * need from activations before calling it. */
 lk_status lk_backward(lk_ctx *ctx, lk_tensor *loss);
 /* Backpropagate from any output with an explicit upstream gradient dout (numel of out). */
 lk_status lk_backward_from(lk_ctx *ctx, lk_tensor *out, const float *dout);

@@ -1,0 +1,35 @@
+/* main.c: the `likeness` command. Subcommands arrive with their issues (generate, train, ...);
+ * this file only dispatches and turns a status into an exit code and a one-line message. */
+#include <stdio.h>
+#include <string.h>
+
+#include "likeness.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: likeness <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  version        print the version and the build's threading\n"
+            "  help           this text\n"
+            "\n"
+            "The engine benchmark is a separate program: bench/lk_bench_ops (see README).\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("likeness %s (%d threads)\n", lk_version(), lk_get_num_threads());
+        return 0;
+    }
+    fprintf(stderr, "likeness: unknown command '%s' (try 'likeness help')\n", cmd);
+    return 2;
+}
