@@ -1,4 +1,5 @@
 /* status.c: status codes and the thread-local error message (house error model, STYLE.md). */
+#define _POSIX_C_SOURCE 200809L
 #include "likeness/core.h"
 
 #include <stdarg.h>
