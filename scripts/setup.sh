@@ -1,0 +1,16 @@
+#!/bin/sh
+# setup.sh: install what likeness needs to build and test, from Debian's apt, idempotently
+# (quiet and quick when everything is already there). Run as root on Debian 12.
+set -eu
+PKGS="build-essential cmake pkg-config libopenblas-openmp-dev libcjson-dev python3-torch python3-numpy clang libclang-rt-14-dev"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "setup: installing$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
