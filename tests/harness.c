@@ -106,7 +106,7 @@ int lk_t_close(const char *what, const float *got, const float *want, size_t n, 
         double rel = d / (fabs(w) > 1e-6 ? fabs(w) : 1e-6);
         if (rel > max_rel && fabs(w) > 1e-3) max_rel = rel;
         if (fabs(w) > max_want) max_want = fabs(w);
-        if (!(d <= atol + rtol * fabs(w))) {
+        if (!(d <= (double)atol + (double)rtol * fabs(w))) {
             if (!bad) first_bad = i;
             bad++;
         }
@@ -188,12 +188,12 @@ int lk_t_gradcheck(const char *what, lk_t_fn fn, void *ud, lk_tensor **in, int n
             float old = x[j];
             x[j] = old + eps;
             lk_tensor *o1 = fn(ctx, in, n, ud);
-            double f1 = o1 ? dot_out(o1, R) : NAN;
+            double f1 = o1 ? dot_out(o1, R) : (double)NAN;
             lk_ctx_reset(ctx);
             lk_set_grad_enabled(ctx, false);
             x[j] = old - eps;
             lk_tensor *o2 = fn(ctx, in, n, ud);
-            double f2 = o2 ? dot_out(o2, R) : NAN;
+            double f2 = o2 ? dot_out(o2, R) : (double)NAN;
             lk_ctx_reset(ctx);
             lk_set_grad_enabled(ctx, false);
             x[j] = old;
@@ -205,7 +205,7 @@ int lk_t_gradcheck(const char *what, lk_t_fn fn, void *ud, lk_tensor **in, int n
                 ana = in[i]->grad[partial ? j - lo * cols : j];
             double err = fabs(num - ana) / fmax(1.0, fmax(fabs(num), fabs(ana)));
             if (err > worst) worst = err;
-            if (!(err <= tol)) {
+            if (!(err <= (double)tol)) {
                 if (ok)
                     fprintf(stderr, "FAIL %s: input %d elem %lld numeric %.6g analytic %.6g\n",
                             what, i, (long long)j, num, ana);

@@ -34,7 +34,7 @@ static lk_status matvec_bw(lk_ctx *ctx, lk_node *nd, const float *dy) {
     int N = (int)W->shape[0], K = (int)W->shape[1];
     const float *Wd = nd->saved[0], *xd = nd->saved[1];
     float *dW = lk__grad(ctx, W), *dx = lk__grad(ctx, x);
-    if (ctx->status) return ctx->status;
+    if (lk_ctx_status(ctx)) return lk_ctx_status(ctx);
     for (int n = 0; n < N; n++)
         for (int k = 0; k < K; k++) {
             if (dW) dW[n * K + k] += dy[n] * xd[k];
