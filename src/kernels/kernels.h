@@ -139,7 +139,8 @@ void lk_add_strided(float *dst, const int64_t *dst_stride, const float *src, int
 void lk_axpy(float *y, float alpha, const float *x, size_t n);
 
 /* ---------------- regularization (kernels/cpu/dropout.c) ---------------- */
-/* mask[i] = 1/(1-p) or 0 (drawn from rng as torch.rand < 1-p), y = x * mask. */
+/* mask[i] = 1/(1-p) or 0, kept when a 53-bit uniform double from rng is < 1-p (as torch
+ * F.dropout / bernoulli_ on CPU draws it), y = x * mask. */
 void lk_dropout_forward(float *y, float *mask, const float *x, size_t n, float p, lk_rng *rng);
 void lk_dropout_backward(float *dx, const float *dy, const float *mask, size_t n);
 
