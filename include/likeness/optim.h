@@ -43,7 +43,8 @@ lk_status lk_sgd_save(const lk_sgd *o, lk_st_writer *w, const char *prefix);
 lk_status lk_sgd_load(lk_sgd *o, const lk_safetensors *st, const char *prefix);
 
 /* ---- gradient clipping (torch.nn.utils.clip_grad_norm_) ---- */
-/* Scales all gradients by min(1, max_norm / (norm + 1e-6)); returns the norm before clipping. */
+/* Scales all gradients by min(1, max_norm / (norm + 1e-6)); returns the norm before clipping,
+ * or -1 with a message on invalid arguments. */
 float lk_clip_grad_norm(lk_paramset *ps, float max_norm);
 
 /* ---- learning-rate schedules (diffusers.optimization.get_scheduler semantics) ---- */
@@ -66,8 +67,9 @@ lk_status lk_lr_kind_parse(const char *name, lk_lr_kind *out);
 
 /* ---- exponential moving average of weights ---- */
 typedef struct lk_ema lk_ema;
-/* Shadow copies of ps's parameters. decay e.g. 0.9999; warmup: use diffusers' default
- * min(decay, (1 + n) / (10 + n)) with n the number of updates so far. */
+/* Shadow copies of ps's parameters. decay e.g. 0.9999. warmup (diffusers EMAModel): with n the
+ * number of updates done so far, the first update uses decay 0 (the shadow becomes the
+ * parameters) and later ones min(decay, (1 + n) / (10 + n)); without warmup, decay always. */
 lk_ema *lk_ema_new(lk_paramset *ps, float decay, bool warmup);
 void lk_ema_free(lk_ema *e);
 lk_status lk_ema_update(lk_ema *e);            /* shadow = d*shadow + (1-d)*param */
