@@ -126,6 +126,22 @@ static size_t size_class(size_t n) {
     return (n + step - 1) / step * step;
 }
 
+/* memset, split over the threads for large buffers (zeroed gradients are on the hot path) */
+static void zero_fill(void *p, size_t nbytes) {
+    if (nbytes < ((size_t)1 << 20)) {
+        memset(p, 0, nbytes);
+        return;
+    }
+    const size_t chunk = (size_t)1 << 18;
+    long nchunks = (long)((nbytes + chunk - 1) / chunk);
+#pragma omp parallel for schedule(static)
+    for (long c = 0; c < nchunks; c++) {
+        size_t off = (size_t)c * chunk;
+        size_t len = nbytes - off < chunk ? nbytes - off : chunk;
+        memset((char *)p + off, 0, len);
+    }
+}
+
 void *lk__pool_alloc(lk_ctx *ctx, size_t nbytes, bool zero) {
     size_t need;
     if (lk_add_overflow(nbytes, LK_POOL_HDR, &need)) {
@@ -163,7 +179,7 @@ void *lk__pool_alloc(lk_ctx *ctx, size_t nbytes, bool zero) {
     ctx->live_bytes += cap;
     if (ctx->live_bytes > ctx->peak_bytes) ctx->peak_bytes = ctx->live_bytes;
     void *p = blk + LK_POOL_HDR;
-    if (zero) memset(p, 0, nbytes);
+    if (zero) zero_fill(p, nbytes);
     return p;
 }
 

@@ -2,6 +2,7 @@
  * tape backwards visits every node after all of its consumers (a topological order for free).
  * Each node keeps alive only the data its backward needs and drops it right after running. */
 #include "autograd/ctx_internal.h"
+#include "kernels/kernels.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -189,7 +190,9 @@ static lk_status seed(lk_ctx *ctx, lk_tensor *out, const float *dout) {
     float *g = lk__grad(ctx, out);
     if (!g) return ctx->status ? ctx->status : LK_ERR_NOMEM;
     int64_t n = lk_numel(out);
-    for (int64_t i = 0; i < n; i++) g[i] += dout ? dout[i] : 1.0f;
+    if (dout) lk_axpy(g, 1.0f, dout, (size_t)n);
+    else
+        for (int64_t i = 0; i < n; i++) g[i] += 1.0f;
     /* drop the handle references of activations so their memory goes once backward is done
      * with it (the tape holds its own references to what it needs) */
     for (size_t i = 0; i < ctx->n_handles; i++) {
@@ -253,8 +256,7 @@ static lk_status checkpoint_backward(lk_ctx *ctx, lk_node *nd, const float *dout
         float *g = lk__grad(ctx, out);
         if (!g) s = ctx->status;
         else {
-            int64_t m = lk_numel(out);
-            for (int64_t i = 0; i < m; i++) g[i] += dout[i];
+            lk_axpy(g, 1.0f, dout, (size_t)lk_numel(out));
             for (size_t i = mark; i < ctx->n_handles; i++) {
                 lk_tensor *t = ctx->handles[i];
                 if (t != out && !t->is_leaf) lk_release(t);
@@ -283,8 +285,7 @@ static lk_status checkpoint_backward(lk_ctx *ctx, lk_node *nd, const float *dout
             s = ctx->status;
             break;
         }
-        int64_t m = lk_numel(det[i]);
-        for (int64_t j = 0; j < m; j++) g[j] += det[i]->grad[j];
+        lk_axpy(g, 1.0f, det[i]->grad, (size_t)lk_numel(det[i]));
     }
     for (int i = 0; i < n; i++) {
         lk_release(det[i]);
