@@ -10,5 +10,6 @@
 #include "likeness/rng.h"
 #include "likeness/safetensors.h"
 #include "likeness/optim.h"
+#include "likeness/tokenizer.h"
 
 #endif
