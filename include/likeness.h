@@ -11,5 +11,6 @@
 #include "likeness/safetensors.h"
 #include "likeness/optim.h"
 #include "likeness/tokenizer.h"
+#include "likeness/sampler.h"
 
 #endif
