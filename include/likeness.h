@@ -12,5 +12,6 @@
 #include "likeness/optim.h"
 #include "likeness/tokenizer.h"
 #include "likeness/sampler.h"
+#include "likeness/weights.h"
 
 #endif
