@@ -1,6 +1,6 @@
 /* clip.c: global L2-norm gradient clipping (Pascanu et al. 2013), as
  * torch.nn.utils.clip_grad_norm_ (1.13, norm_type 2, error_if_nonfinite=False). */
-#include "likeness/optim.h"
+#include "optim/optim_state.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -10,22 +10,6 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-
-/* Below this many elements (summed over the set) one thread does the pass: it is memory-bound
- * and a serial pass of 2M elements takes ~1 ms, less than a fork/join costs when the sibling
- * core is busy with another process (measured: 5-10 ms on a loaded 2-core machine). */
-#define CLIP_PAR_MIN (1 << 21)
-
-static void thread_range(int64_t total, int64_t *lo, int64_t *hi) {
-    int t = 0, nt = 1;
-#ifdef _OPENMP
-    t = omp_get_thread_num();
-    nt = omp_get_num_threads();
-#endif
-    int64_t per = ((total + nt - 1) / nt + 15) & ~(int64_t)15;
-    *lo = (int64_t)t * per < total ? (int64_t)t * per : total;
-    *hi = *lo + per < total ? *lo + per : total;
-}
 
 /* Sum of squares accumulated in double (exact products; partial sums in vector lanes). */
 static double sumsq(const float *x, int64_t n) {
@@ -98,12 +82,12 @@ float lk_clip_grad_norm(lk_paramset *ps, float max_norm) {
         off[i + 1] = off[i] + lk_grad_numel(p);
     }
     const int64_t total = off[n];
-    bool par = total >= CLIP_PAR_MIN;
+    bool par = total >= LK_OPTIM_PAR_MIN;
     /* per-thread partial sums over fixed contiguous ranges, combined in thread order below */
 #pragma omp parallel if (par) num_threads(nthr)
     {
         int64_t lo, hi;
-        thread_range(total, &lo, &hi);
+        lk__optim_thread_range(total, &lo, &hi);
         double acc = 0.0;
         for (int i = 0; i < n && lo < hi; i++) {
             int64_t a = lo > off[i] ? lo : off[i], b = hi < off[i + 1] ? hi : off[i + 1];
@@ -125,7 +109,7 @@ float lk_clip_grad_norm(lk_paramset *ps, float max_norm) {
 #pragma omp parallel if (par) num_threads(nthr)
         {
             int64_t lo, hi;
-            thread_range(total, &lo, &hi);
+            lk__optim_thread_range(total, &lo, &hi);
             for (int i = 0; i < n && lo < hi; i++) {
                 int64_t a = lo > off[i] ? lo : off[i], b = hi < off[i + 1] ? hi : off[i + 1];
                 if (a < b) scale(lk_paramset_get(ps, i)->grad + (a - off[i]), b - a, coef);

@@ -8,20 +8,11 @@
  *                   step <= 0 (the first update moves the shadow onto the parameters, s - (s - p)).
  *   warmup = false: d_n = decay for every n (plain EMA starting from the parameters).
  * The update is EMAModel's s -= (1 - d) * (s - p) with 1 - d formed in double, applied in f32. */
-#include "likeness/optim.h"
+#include "optim/optim_state.h"
 
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-/* Below this many elements (summed over the set) one thread does the pass: it is memory-bound
- * and a serial pass of 2M elements takes ~1 ms, less than a fork/join costs when the sibling
- * core is busy with another process (measured: 5-10 ms on a loaded 2-core machine). */
-#define EMA_PAR_MIN (1 << 21)
 
 struct lk_ema {
     lk_paramset *ps;  /* borrowed */
@@ -33,35 +24,6 @@ struct lk_ema {
     int64_t updates;  /* lk_ema_update calls so far */
 };
 
-static float *param_slice(const lk_tensor *p) {
-    int64_t off = p->ndim == 2 ? p->grad_row_lo * p->shape[1] : 0;
-    return (float *)p->data + off;
-}
-
-static void thread_range(int64_t total, int64_t *lo, int64_t *hi) {
-    int t = 0, nt = 1;
-#ifdef _OPENMP
-    t = omp_get_thread_num();
-    nt = omp_get_num_threads();
-#endif
-    int64_t per = ((total + nt - 1) / nt + 15) & ~(int64_t)15;
-    *lo = (int64_t)t * per < total ? (int64_t)t * per : total;
-    *hi = *lo + per < total ? *lo + per : total;
-}
-
-static lk_status check_params(const lk_ema *e, const char *who) {
-    if (lk_paramset_count(e->ps) != e->n)
-        return lk_fail(LK_ERR_STATE, "%s: paramset has %d parameters, EMA was made for %d", who,
-                       lk_paramset_count(e->ps), e->n);
-    for (int i = 0; i < e->n; i++) {
-        const lk_tensor *p = lk_paramset_get(e->ps, i);
-        if (!p->data || lk_grad_numel(p) != e->off[i + 1] - e->off[i])
-            return lk_fail(LK_ERR_STATE, "%s: parameter %d ('%s') changed since creation", who, i,
-                           p->name);
-    }
-    return LK_OK;
-}
-
 /* Contract: shadow i holds lk_grad_numel(param i) floats (the trainable rows of a row-subset
  * parameter), initialised to a copy of the parameter. decay must be in [0, 1]. */
 lk_ema *lk_ema_new(lk_paramset *ps, float decay, bool warmup) {
@@ -71,14 +33,13 @@ lk_ema *lk_ema_new(lk_paramset *ps, float decay, bool warmup) {
     }
     int n = lk_paramset_count(ps);
     lk_ema *e = calloc(1, sizeof *e);
-    int64_t *off = calloc((size_t)n + 1, sizeof *off);
+    int64_t *off = lk__optim_offsets(ps, n);
     if (!e || !off) goto nomem;
     e->ps = ps;
     e->decay = decay;
     e->warmup = warmup;
     e->n = n;
     e->off = off;
-    for (int i = 0; i < n; i++) off[i + 1] = off[i] + lk_grad_numel(lk_paramset_get(ps, i));
     size_t nb;
     if (lk_mul_overflow((size_t)off[n] ? (size_t)off[n] : 1, sizeof(float), &nb)) goto nomem;
     e->shadow = lk_aligned_alloc(nb);
@@ -90,7 +51,7 @@ lk_ema *lk_ema_new(lk_paramset *ps, float decay, bool warmup) {
             lk_fail(LK_ERR_INVALID, "ema_new: parameter '%s' has no data", p->name);
             return NULL;
         }
-        memcpy(e->shadow + off[i], param_slice(p), sizeof(float) * (size_t)(off[i + 1] - off[i]));
+        memcpy(e->shadow + off[i], lk__optim_param_slice(p), sizeof(float) * (size_t)(off[i + 1] - off[i]));
     }
     return e;
 nomem:
@@ -115,7 +76,7 @@ static void ema_range(float *restrict s, const float *restrict p, int64_t n, flo
 /* Contract: one EMA update with the decay of the convention above; counts the update. */
 lk_status lk_ema_update(lk_ema *e) {
     if (!e) return lk_fail(LK_ERR_INVALID, "ema_update: NULL");
-    lk_status st = check_params(e, "ema_update");
+    lk_status st = lk__optim_check(e->ps, e->n, e->off, false, "ema_update");
     if (st != LK_OK) return st;
     double d = e->decay;
     if (e->warmup) {
@@ -125,15 +86,15 @@ lk_status lk_ema_update(lk_ema *e) {
     }
     const float omd = (float)(1.0 - d);
     const int64_t total = e->off[e->n];
-#pragma omp parallel if (total >= EMA_PAR_MIN)
+#pragma omp parallel if (total >= LK_OPTIM_PAR_MIN)
     {
         int64_t lo, hi;
-        thread_range(total, &lo, &hi);
+        lk__optim_thread_range(total, &lo, &hi);
         for (int i = 0; i < e->n && lo < hi; i++) {
             int64_t a = lo > e->off[i] ? lo : e->off[i];
             int64_t b = hi < e->off[i + 1] ? hi : e->off[i + 1];
             if (a < b)
-                ema_range(e->shadow + a, param_slice(lk_paramset_get(e->ps, i)) + (a - e->off[i]),
+                ema_range(e->shadow + a, lk__optim_param_slice(lk_paramset_get(e->ps, i)) + (a - e->off[i]),
                           b - a, omd);
         }
     }
@@ -144,10 +105,10 @@ lk_status lk_ema_update(lk_ema *e) {
 /* Contract: copies every shadow into the trainable part of its parameter. */
 lk_status lk_ema_copy_to_params(lk_ema *e) {
     if (!e) return lk_fail(LK_ERR_INVALID, "ema_copy_to_params: NULL");
-    lk_status st = check_params(e, "ema_copy_to_params");
+    lk_status st = lk__optim_check(e->ps, e->n, e->off, false, "ema_copy_to_params");
     if (st != LK_OK) return st;
     for (int i = 0; i < e->n; i++)
-        memcpy(param_slice(lk_paramset_get(e->ps, i)), e->shadow + e->off[i],
+        memcpy(lk__optim_param_slice(lk_paramset_get(e->ps, i)), e->shadow + e->off[i],
                sizeof(float) * (size_t)(e->off[i + 1] - e->off[i]));
     return LK_OK;
 }
@@ -157,68 +118,23 @@ const float *lk_ema_shadow(const lk_ema *e, int i) {
     return (e && i >= 0 && i < e->n) ? e->shadow + e->off[i] : NULL;
 }
 
-static lk_status key(char *buf, size_t len, const char *prefix, const char *what, int i) {
-    int k = i < 0 ? snprintf(buf, len, "%s%s", prefix ? prefix : "", what)
-                  : snprintf(buf, len, "%s%s.%d", prefix ? prefix : "", what, i);
-    if (k < 0 || (size_t)k >= len) return lk_fail(LK_ERR_INVALID, "EMA state: prefix too long");
-    return LK_OK;
-}
-
 /* Contract: adds "<prefix>step" (I64, updates so far) and "<prefix>shadow.<i>" (F32). */
 lk_status lk_ema_save(const lk_ema *e, lk_st_writer *w, const char *prefix) {
     if (!e || !w) return lk_fail(LK_ERR_INVALID, "ema_save: NULL argument");
-    lk_status s = check_params(e, "ema_save");
-    char name[512];
-    if (s == LK_OK) s = key(name, sizeof name, prefix, "step", -1);
-    if (s == LK_OK) s = lk_st_writer_add(w, name, LK_I64, 1, (const int64_t[]){1}, &e->updates);
-    for (int i = 0; i < e->n && s == LK_OK; i++) {
-        const lk_tensor *p = lk_paramset_get(e->ps, i);
-        int64_t shape[LK_MAX_DIMS];
-        for (int d = 0; d < p->ndim; d++) shape[d] = p->shape[d];
-        if (p->ndim == 2) shape[0] = p->grad_row_hi - p->grad_row_lo;
-        s = key(name, sizeof name, prefix, "shadow", i);
-        if (s == LK_OK) s = lk_st_writer_add(w, name, LK_F32, p->ndim, shape, e->shadow + e->off[i]);
-    }
+    lk_status s = lk__optim_check(e->ps, e->n, e->off, false, "ema_save");
+    if (s == LK_OK) s = lk__optim_save_step(w, prefix, e->updates);
+    if (s == LK_OK) s = lk__optim_save_bufs(w, prefix, "shadow", e->ps, e->n, e->off, e->shadow);
     return s;
-}
-
-static const lk_st_tensor *find_shadow(const lk_safetensors *st, const char *prefix, int i,
-                                       int64_t n, lk_status *s) {
-    char name[512];
-    *s = key(name, sizeof name, prefix, "shadow", i);
-    if (*s != LK_OK) return NULL;
-    const lk_st_tensor *t = lk_safetensors_find(st, name);
-    if (!t || t->dtype != LK_F32 || lk_st_tensor_numel(t) != n) {
-        *s = lk_fail(LK_ERR_FORMAT, "%s: EMA state '%s' missing or not F32 with %" PRId64
-                     " elements", lk_safetensors_path(st), name, n);
-        return NULL;
-    }
-    return t;
 }
 
 /* Contract: restores exactly what lk_ema_save wrote; on failure the EMA is unchanged. */
 lk_status lk_ema_load(lk_ema *e, const lk_safetensors *st, const char *prefix) {
     if (!e || !st) return lk_fail(LK_ERR_INVALID, "ema_load: NULL argument");
-    lk_status s = check_params(e, "ema_load");
-    if (s != LK_OK) return s;
-    char name[512];
-    if ((s = key(name, sizeof name, prefix, "step", -1)) != LK_OK) return s;
-    const lk_st_tensor *ts = lk_safetensors_find(st, name);
-    if (!ts || ts->dtype != LK_I64 || lk_st_tensor_numel(ts) != 1)
-        return lk_fail(LK_ERR_FORMAT, "%s: EMA state '%s' missing or not one I64",
-                       lk_safetensors_path(st), name);
-    int64_t updates;
-    memcpy(&updates, ts->data, sizeof updates);
-    if (updates < 0)
-        return lk_fail(LK_ERR_FORMAT, "%s: negative EMA step %" PRId64, lk_safetensors_path(st),
-                       updates);
-    for (int i = 0; i < e->n; i++)
-        if (!find_shadow(st, prefix, i, e->off[i + 1] - e->off[i], &s)) return s;
-    for (int i = 0; i < e->n; i++) {
-        int64_t n = e->off[i + 1] - e->off[i];
-        const lk_st_tensor *t = find_shadow(st, prefix, i, n, &s);
-        if ((s = lk_st_tensor_to_f32(t, e->shadow + e->off[i], (size_t)n)) != LK_OK) return s;
-    }
-    e->updates = updates;
-    return LK_OK;
+    lk_status s = lk__optim_check(e->ps, e->n, e->off, false, "ema_load");
+    int64_t updates = 0;
+    if (s == LK_OK) s = lk__optim_load_step(st, prefix, &updates);
+    if (s == LK_OK) s = lk__optim_load_bufs(st, prefix, "shadow", e->n, e->off, e->shadow, true);
+    if (s == LK_OK) s = lk__optim_load_bufs(st, prefix, "shadow", e->n, e->off, e->shadow, false);
+    if (s == LK_OK) e->updates = updates;
+    return s;
 }
