@@ -13,5 +13,8 @@
 #include "likeness/tokenizer.h"
 #include "likeness/sampler.h"
 #include "likeness/weights.h"
+#include "likeness/sd_model.h"
+#include "likeness/lora_file.h"
+#include "likeness/embedding_file.h"
 
 #endif

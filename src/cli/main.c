@@ -5,11 +5,14 @@
 
 #include "likeness.h"
 
+int lk_cli_info(int argc, char **argv);
+
 static void usage(FILE *f) {
     fprintf(f,
             "usage: likeness <command> [options]\n"
             "\n"
             "commands:\n"
+            "  info MODEL     architecture, parameters, memory, scheduler and hash of a checkpoint\n"
             "  version        print the version and the build's threading\n"
             "  help           this text\n"
             "\n"
@@ -30,6 +33,7 @@ int main(int argc, char **argv) {
         printf("likeness %s (%d threads)\n", lk_version(), lk_get_num_threads());
         return 0;
     }
+    if (!strcmp(cmd, "info")) return lk_cli_info(argc - 1, argv + 1);
     fprintf(stderr, "likeness: unknown command '%s' (try 'likeness help')\n", cmd);
     return 2;
 }
