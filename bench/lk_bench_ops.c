@@ -326,6 +326,7 @@ static double fma_peak_gflops(int threads) {
 }
 
 int main(int argc, char **argv) {
+    lk_blas_reexec_if_misdetected(argc, argv);
     int threads = 2, reps = 5, use_torch = 1;
     const char *filter = NULL, *json_path = NULL;
     for (int i = 1; i < argc; i++) {
@@ -383,8 +384,9 @@ int main(int argc, char **argv) {
     int nc = (int)(sizeof cases / sizeof cases[0]);
 
     double peak = fma_peak_gflops(threads);
-    printf("likeness %s engine benchmark, %d threads; measured FP32 FMA peak %.1f GFLOP/s\n",
-           lk_version(), threads, peak);
+    printf("likeness %s engine benchmark, %d threads; measured FP32 FMA peak %.1f GFLOP/s; "
+           "OpenBLAS kernels: %s (PyTorch runs with the same OPENBLAS_CORETYPE)\n",
+           lk_version(), threads, peak, lk_blas_corename());
 
     for (int i = 0; i < nc; i++) {
         if (filter && !strstr(cases[i].name, filter)) continue;

@@ -93,6 +93,17 @@ bool lk_add_overflow(size_t a, size_t b, size_t *out);
 void lk_set_num_threads(int n);
 int lk_get_num_threads(void);
 
+/* ---- BLAS ---- */
+/* The kernel set OpenBLAS chose at load time ("SkylakeX", "Haswell", "Prescott", ...). */
+const char *lk_blas_corename(void);
+/* The OPENBLAS_CORETYPE this CPU should use when OpenBLAS misdetected it (an unknown CPU model,
+ * common in VMs, makes it fall back to slow SSE3 kernels), or NULL when its choice is fine. */
+const char *lk_blas_recommended_coretype(void);
+/* For programs (not libraries): when OpenBLAS misdetected the CPU and OPENBLAS_CORETYPE is not
+ * set, set it and re-execute this program with the same argv, once. Returns if no re-exec
+ * happened. Call first thing in main. */
+void lk_blas_reexec_if_misdetected(int argc, char **argv);
+
 #ifdef __cplusplus
 }
 #endif

@@ -20,6 +20,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    lk_blas_reexec_if_misdetected(argc, argv);
     if (argc < 2) {
         usage(stderr);
         return 2;
