@@ -347,39 +347,39 @@ int main(int argc, char **argv) {
     lk_set_num_threads(threads);
     /* SD-1.5 shapes (batch 1, 512x512 image -> 64x64 latent) */
     bcase cases[] = {
-        {"linear 4096x320->320", OP_LINEAR, {4096, 320, 320}, 0, 2.0 * 4096 * 320 * 320},
-        {"linear 4096x320->2560 (geglu proj)", OP_LINEAR, {4096, 320, 2560}, 0, 2.0 * 4096 * 320 * 2560},
-        {"linear 4096x1280->320 (ff out)", OP_LINEAR, {4096, 1280, 320}, 0, 2.0 * 4096 * 1280 * 320},
-        {"linear 77x768->320 (cross k/v)", OP_LINEAR, {77, 768, 320}, 0, 2.0 * 77 * 768 * 320},
-        {"conv3x3 320->320 @64x64", OP_CONV, {1, 320, 64, 64, 320, 3, 1, 1}, 0, 2.0 * 320 * 320 * 9 * 64 * 64},
-        {"conv3x3 640->640 @32x32", OP_CONV, {1, 640, 32, 32, 640, 3, 1, 1}, 0, 2.0 * 640 * 640 * 9 * 32 * 32},
-        {"conv3x3 1280->1280 @16x16", OP_CONV, {1, 1280, 16, 16, 1280, 3, 1, 1}, 0, 2.0 * 1280 * 1280 * 9 * 16 * 16},
-        {"conv3x3 s2 320 @64x64", OP_CONV, {1, 320, 64, 64, 320, 3, 2, 1}, 0, 2.0 * 320 * 320 * 9 * 32 * 32},
-        {"conv1x1 640->320 @32x32", OP_CONV, {1, 640, 32, 32, 320, 1, 1, 0}, 0, 2.0 * 640 * 320 * 32 * 32},
-        {"conv3x3 4->320 @64x64 (conv_in)", OP_CONV, {1, 4, 64, 64, 320, 3, 1, 1}, 0, 2.0 * 4 * 320 * 9 * 64 * 64},
-        {"groupnorm 320 @64x64", OP_GN, {1, 320, 64, 64, 32}, 0, 0},
-        {"groupnorm+silu 320 @64x64", OP_GN_SILU, {1, 320, 64, 64, 32}, 0, 0},
-        {"groupnorm+silu 1280 @16x16", OP_GN_SILU, {1, 1280, 16, 16, 32}, 0, 0},
-        {"layernorm 4096x320", OP_LN, {4096, 320}, 0, 0},
-        {"silu 320x64x64", OP_ACT, {320 * 64 * 64}, "silu", 0},
-        {"gelu 4096x1280", OP_ACT, {4096 * 1280}, "gelu", 0},
-        {"gelu_tanh 4096x1280", OP_ACT, {4096 * 1280}, "gelu_tanh", 0},
-        {"quick_gelu 77x3072", OP_ACT, {77 * 3072}, "quick_gelu", 0},
-        {"geglu 4096x(2x1280)", OP_GEGLU, {4096, 1280}, 0, 0},
-        {"softmax 32768x77", OP_SOFTMAX, {8 * 4096, 77}, 0, 0},
-        {"attention self 4096 8x40", OP_ATTN, {1, 4096, 4096, 8, 40}, 0, 4.0 * 8 * 4096.0 * 4096 * 40},
-        {"attention cross 4096x77 8x40", OP_ATTN, {1, 4096, 77, 8, 40}, 0, 4.0 * 8 * 4096.0 * 77 * 40},
-        {"attention self 1024 8x80", OP_ATTN, {1, 1024, 1024, 8, 80}, 0, 4.0 * 8 * 1024.0 * 1024 * 80},
-        {"attention self 4096 5x64 (SD2)", OP_ATTN, {1, 4096, 4096, 5, 64}, 0, 4.0 * 5 * 4096.0 * 4096 * 64},
-        {"upsample2x 1280 @16x16", OP_UPSAMPLE, {1, 1280, 16, 16}, 0, 0},
-        {"avgpool2 4 @64x64", OP_AVGPOOL, {1, 4, 64, 64}, 0, 0},
-        {"add (1,320,64,64)+(1,320,1,1)", OP_ADD_BCAST, {1, 320, 64, 64}, 0, 0},
-        {"mul 1310720", OP_MUL, {1310720}, 0, 0},
-        {"concat 640+320 @32x32", OP_CONCAT, {1, 640, 320, 32, 32}, 0, 0},
-        {"embedding 49408x768, 77 ids", OP_EMBED, {49408, 768, 77}, 0, 0},
-        {"mse 2x4x64x64", OP_MSE, {2 * 4 * 64 * 64}, 0, 0},
-        {"sum 1310720", OP_SUM, {1310720}, 0, 0},
-        {"adamw step 10M params", OP_ADAMW, {10000000}, 0, 0},
+        {.name = "linear 4096x320->320", .op = OP_LINEAR, .a = {4096, 320, 320}, .kind = 0, .flops = 2.0 * 4096 * 320 * 320},
+        {.name = "linear 4096x320->2560 (geglu proj)", .op = OP_LINEAR, .a = {4096, 320, 2560}, .kind = 0, .flops = 2.0 * 4096 * 320 * 2560},
+        {.name = "linear 4096x1280->320 (ff out)", .op = OP_LINEAR, .a = {4096, 1280, 320}, .kind = 0, .flops = 2.0 * 4096 * 1280 * 320},
+        {.name = "linear 77x768->320 (cross k/v)", .op = OP_LINEAR, .a = {77, 768, 320}, .kind = 0, .flops = 2.0 * 77 * 768 * 320},
+        {.name = "conv3x3 320->320 @64x64", .op = OP_CONV, .a = {1, 320, 64, 64, 320, 3, 1, 1}, .kind = 0, .flops = 2.0 * 320 * 320 * 9 * 64 * 64},
+        {.name = "conv3x3 640->640 @32x32", .op = OP_CONV, .a = {1, 640, 32, 32, 640, 3, 1, 1}, .kind = 0, .flops = 2.0 * 640 * 640 * 9 * 32 * 32},
+        {.name = "conv3x3 1280->1280 @16x16", .op = OP_CONV, .a = {1, 1280, 16, 16, 1280, 3, 1, 1}, .kind = 0, .flops = 2.0 * 1280 * 1280 * 9 * 16 * 16},
+        {.name = "conv3x3 s2 320 @64x64", .op = OP_CONV, .a = {1, 320, 64, 64, 320, 3, 2, 1}, .kind = 0, .flops = 2.0 * 320 * 320 * 9 * 32 * 32},
+        {.name = "conv1x1 640->320 @32x32", .op = OP_CONV, .a = {1, 640, 32, 32, 320, 1, 1, 0}, .kind = 0, .flops = 2.0 * 640 * 320 * 32 * 32},
+        {.name = "conv3x3 4->320 @64x64 (conv_in)", .op = OP_CONV, .a = {1, 4, 64, 64, 320, 3, 1, 1}, .kind = 0, .flops = 2.0 * 4 * 320 * 9 * 64 * 64},
+        {.name = "groupnorm 320 @64x64", .op = OP_GN, .a = {1, 320, 64, 64, 32}, .kind = 0, .flops = 0},
+        {.name = "groupnorm+silu 320 @64x64", .op = OP_GN_SILU, .a = {1, 320, 64, 64, 32}, .kind = 0, .flops = 0},
+        {.name = "groupnorm+silu 1280 @16x16", .op = OP_GN_SILU, .a = {1, 1280, 16, 16, 32}, .kind = 0, .flops = 0},
+        {.name = "layernorm 4096x320", .op = OP_LN, .a = {4096, 320}, .kind = 0, .flops = 0},
+        {.name = "silu 320x64x64", .op = OP_ACT, .a = {320 * 64 * 64}, .kind = "silu", .flops = 0},
+        {.name = "gelu 4096x1280", .op = OP_ACT, .a = {4096 * 1280}, .kind = "gelu", .flops = 0},
+        {.name = "gelu_tanh 4096x1280", .op = OP_ACT, .a = {4096 * 1280}, .kind = "gelu_tanh", .flops = 0},
+        {.name = "quick_gelu 77x3072", .op = OP_ACT, .a = {77 * 3072}, .kind = "quick_gelu", .flops = 0},
+        {.name = "geglu 4096x(2x1280)", .op = OP_GEGLU, .a = {4096, 1280}, .kind = 0, .flops = 0},
+        {.name = "softmax 32768x77", .op = OP_SOFTMAX, .a = {8 * 4096, 77}, .kind = 0, .flops = 0},
+        {.name = "attention self 4096 8x40", .op = OP_ATTN, .a = {1, 4096, 4096, 8, 40}, .kind = 0, .flops = 4.0 * 8 * 4096.0 * 4096 * 40},
+        {.name = "attention cross 4096x77 8x40", .op = OP_ATTN, .a = {1, 4096, 77, 8, 40}, .kind = 0, .flops = 4.0 * 8 * 4096.0 * 77 * 40},
+        {.name = "attention self 1024 8x80", .op = OP_ATTN, .a = {1, 1024, 1024, 8, 80}, .kind = 0, .flops = 4.0 * 8 * 1024.0 * 1024 * 80},
+        {.name = "attention self 4096 5x64 (SD2)", .op = OP_ATTN, .a = {1, 4096, 4096, 5, 64}, .kind = 0, .flops = 4.0 * 5 * 4096.0 * 4096 * 64},
+        {.name = "upsample2x 1280 @16x16", .op = OP_UPSAMPLE, .a = {1, 1280, 16, 16}, .kind = 0, .flops = 0},
+        {.name = "avgpool2 4 @64x64", .op = OP_AVGPOOL, .a = {1, 4, 64, 64}, .kind = 0, .flops = 0},
+        {.name = "add (1,320,64,64)+(1,320,1,1)", .op = OP_ADD_BCAST, .a = {1, 320, 64, 64}, .kind = 0, .flops = 0},
+        {.name = "mul 1310720", .op = OP_MUL, .a = {1310720}, .kind = 0, .flops = 0},
+        {.name = "concat 640+320 @32x32", .op = OP_CONCAT, .a = {1, 640, 320, 32, 32}, .kind = 0, .flops = 0},
+        {.name = "embedding 49408x768, 77 ids", .op = OP_EMBED, .a = {49408, 768, 77}, .kind = 0, .flops = 0},
+        {.name = "mse 2x4x64x64", .op = OP_MSE, .a = {2 * 4 * 64 * 64}, .kind = 0, .flops = 0},
+        {.name = "sum 1310720", .op = OP_SUM, .a = {1310720}, .kind = 0, .flops = 0},
+        {.name = "adamw step 10M params", .op = OP_ADAMW, .a = {10000000}, .kind = 0, .flops = 0},
     };
     int nc = (int)(sizeof cases / sizeof cases[0]);
 
@@ -462,9 +462,9 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nc; i++) {
         bcase *c = &cases[i];
         if (filter && !strstr(c->name, filter)) continue;
-        double rf = c->has_torch && c->pf > 0 ? c->tf / c->pf : NAN;
-        double rb = c->has_torch && c->pb > 0 && c->tb >= 0 ? c->tb / c->pb : NAN;
-        double gf = c->flops > 0 ? c->flops / (c->tf * 1e-3) / 1e9 : NAN;
+        double rf = c->has_torch && c->pf > 0 ? c->tf / c->pf : (double)NAN;
+        double rb = c->has_torch && c->pb > 0 && c->tb >= 0 ? c->tb / c->pb : (double)NAN;
+        double gf = c->flops > 0 ? c->flops / (c->tf * 1e-3) / 1e9 : (double)NAN;
         if (rf > 1.0 || rb > 1.0) over++;
         printf("%-36s %9.3f %9.3f %6.2f | %9.3f %9.3f %6.2f | %8.1f %8.1f | %7.1f %5.1f%%\n", c->name, c->tf, c->pf,
                rf, c->tb, c->pb, rb, c->mem_l, c->mem_t, gf, 100.0 * gf / peak);
