@@ -20,5 +20,6 @@
 #include "likeness/sd_model.h"
 #include "likeness/lora_file.h"
 #include "likeness/embedding_file.h"
+#include "likeness/image.h"
 
 #endif

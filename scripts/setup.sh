@@ -2,7 +2,7 @@
 # setup.sh: install what likeness needs to build and test, from Debian's apt, idempotently
 # (quiet and quick when everything is already there). Run as root on Debian 12.
 set -eu
-PKGS="build-essential cmake pkg-config libopenblas-openmp-dev libcjson-dev libpng-dev libjpeg62-turbo-dev libwebp-dev python3-torch python3-numpy clang libclang-rt-14-dev"
+PKGS="build-essential cmake pkg-config libopenblas-openmp-dev libcjson-dev libpng-dev libjpeg62-turbo-dev libwebp-dev python3-torch python3-numpy python3-pil clang libclang-rt-14-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
