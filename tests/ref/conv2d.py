@@ -11,19 +11,7 @@ import torch.nn.functional as F
 import lkref
 
 
-def uni(shape, lo, hi, seed):
-    """Bit-exact copy of lk_t_fill_uniform (tests/harness.c) as a float32 tensor."""
-    n = int(np.prod(shape))
-    with np.errstate(over="ignore"):
-        s0 = np.uint64(seed) * np.uint64(0x2545F4914F6CDD1D) + np.uint64(1)
-        z = s0 + np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    u = (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
-    span = np.float64(np.float32(hi) - np.float32(lo))
-    x = np.float32(lo) + (u * span).astype(np.float32)
-    return torch.from_numpy(x.astype(np.float32)).reshape(shape)
+uni = lkref.uni
 
 
 # (name, B, Cin, H, W, Cout, kernel, stride, pad, bias, weight dtype); must match CASES in
