@@ -21,5 +21,6 @@
 #include "likeness/lora_file.h"
 #include "likeness/embedding_file.h"
 #include "likeness/image.h"
+#include "likeness/pipeline.h"
 
 #endif

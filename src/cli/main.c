@@ -6,12 +6,14 @@
 #include "likeness.h"
 
 int lk_cli_info(int argc, char **argv);
+int lk_cli_generate(int argc, char **argv);
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: likeness <command> [options]\n"
             "\n"
             "commands:\n"
+            "  generate ...   text-to-image / img2img (likeness generate --help)\n"
             "  info MODEL     architecture, parameters, memory, scheduler and hash of a checkpoint\n"
             "  version        print the version and the build's threading\n"
             "  help           this text\n"
@@ -35,6 +37,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(cmd, "info")) return lk_cli_info(argc - 1, argv + 1);
+    if (!strcmp(cmd, "generate")) return lk_cli_generate(argc - 1, argv + 1);
     fprintf(stderr, "likeness: unknown command '%s' (try 'likeness help')\n", cmd);
     return 2;
 }
