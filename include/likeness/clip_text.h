@@ -58,6 +58,12 @@ void lk_clip_text_set_checkpointing(lk_clip_text *te, bool on);
 /* Install (fn non-NULL) or remove a layer hook (see model_config.h); ud is borrowed. */
 void lk_clip_text_set_layer_hook(lk_clip_text *te, lk_layer_hook fn, void *ud);
 
+/* Add freshly initialized parameters for every tensor the network of cfg needs that w lacks
+ * (PyTorch default init: linear/conv weights U(+-1/sqrt(fan_in)), embeddings U(+-0.0346), norm
+ * scales 1, biases 0; from a torch-compatible generator seeded with seed), under prefix, stored
+ * as store (F32, F16 or BF16). Tensors already in w are kept (and checked). */
+lk_status lk_clip_text_init_weights(lk_weights *w, const lk_clip_text_config *cfg, const char *prefix, lk_dtype store, uint64_t seed);
+
 #ifdef __cplusplus
 }
 #endif

@@ -44,6 +44,12 @@ void lk_unet_set_checkpointing(lk_unet *u, bool on);
 /* Install (fn non-NULL) or remove a layer hook (see model_config.h); ud is borrowed. */
 void lk_unet_set_layer_hook(lk_unet *u, lk_layer_hook fn, void *ud);
 
+/* Add freshly initialized parameters for every tensor the network of cfg needs that w lacks
+ * (PyTorch default init: linear/conv weights U(+-1/sqrt(fan_in)), embeddings U(+-0.0346), norm
+ * scales 1, biases 0; from a torch-compatible generator seeded with seed), under prefix, stored
+ * as store (F32, F16 or BF16). Tensors already in w are kept (and checked). */
+lk_status lk_unet_init_weights(lk_weights *w, const lk_unet_config *cfg, const char *prefix, lk_dtype store, uint64_t seed);
+
 #ifdef __cplusplus
 }
 #endif

@@ -7,7 +7,15 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
+
+static _Thread_local lk__init_req init_req;
+
+void lk__net_set_init_request(const lk__init_req *req) {
+    if (req) init_req = *req;
+    else memset(&init_req, 0, sizeof init_req);
+}
 
 void lk__net_init(lk__net *n, const char *model, const lk_weights *w, const char *prefix) {
     memset(n, 0, sizeof *n);
@@ -15,6 +23,40 @@ void lk__net_init(lk__net *n, const char *model, const lk_weights *w, const char
     n->w = w;
     n->prefix = prefix ? prefix : "";
     n->st = LK_OK;
+    if (init_req.w == w && w) {
+        n->init_w = init_req.w;
+        n->init_dtype = init_req.dtype;
+        n->init_rng = init_req.rng;
+    }
+}
+
+/* PyTorch's default initialization, by the role the name and rank reveal: linear/conv weights
+ * kaiming-uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)); embedding tables N(0, 0.02)-like U(+-0.0346);
+ * norm scales 1; biases and norm shifts 0. */
+static lk_tensor *init_param(lk__net *n, const char *key, int ndim, const int64_t *shape) {
+    lk_tensor *t = lk_param_new(n->init_dtype, ndim, shape, key);
+    if (!t) return NULL;
+    int64_t numel = lk_numel(t), fan_in = ndim >= 2 ? numel / shape[0] : 1;
+    float *v = malloc(sizeof(float) * (size_t)(numel ? numel : 1));
+    if (!v) {
+        lk_param_free(t);
+        lk_fail(LK_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    if (ndim == 1) {
+        float fill = (strstr(key, "norm") && strstr(key, ".weight")) ? 1.0f : 0.0f;
+        for (int64_t i = 0; i < numel; i++) v[i] = fill;
+    } else {
+        float bound = strstr(key, "embedding") ? 0.0346f : 1.0f / sqrtf((float)fan_in);
+        lk_rng_rand(n->init_rng, v, (size_t)numel);
+        for (int64_t i = 0; i < numel; i++) v[i] = (2.0f * v[i] - 1.0f) * bound;
+    }
+    if (n->init_dtype == LK_F32) memcpy(t->data, v, sizeof(float) * (size_t)numel);
+    else if (n->init_dtype == LK_F16) lk_f32_to_f16_n(t->data, v, (size_t)numel);
+    else lk_f32_to_bf16_n(t->data, v, (size_t)numel);
+    free(v);
+    if (lk_weights_add(n->init_w, t) != LK_OK) return NULL;
+    return t;
 }
 
 void lk__net_release(lk__net *n) {
@@ -56,6 +98,13 @@ lk_tensor *lk__net_param(lk__net *n, const char *name, int ndim, const int64_t *
     char want[160], got[160];
     shape_fmt(want, sizeof want, ndim, shape);
     lk_tensor *t = lk_weights_get(n->w, key);
+    if (!t && n->init_w) {
+        t = init_param(n, key, ndim, shape);
+        if (!t) {
+            n->st = lk_fail_prefix(LK_ERR_NOMEM, "%s: initializing '%s': ", n->model, key);
+            return NULL;
+        }
+    }
     if (!t) {
         n->st = lk_fail(LK_ERR_FORMAT, "%s: tensor '%s' is missing (config expects %s)", n->model,
                         key, want);

@@ -9,6 +9,7 @@
 #include "likeness/model_config.h"
 #include "likeness/ops.h"
 #include "likeness/weights.h"
+#include "likeness/rng.h"
 
 #define LK__NAME_MAX 128
 
@@ -24,7 +25,19 @@ typedef struct lk__net {
     const lk_weights *w;
     const char *prefix;
     lk_status st;              /* first failure while taking parameters */
+    /* initialization mode (lk_*_init_weights): missing parameters are created in init_w */
+    lk_weights *init_w;
+    lk_dtype init_dtype;
+    lk_rng *init_rng;
 } lk__net;
+
+/* Initialization request picked up by the next lk__net_init on this thread (NULL: none). */
+typedef struct lk__init_req {
+    lk_weights *w;
+    lk_dtype dtype;
+    lk_rng *rng;
+} lk__init_req;
+void lk__net_set_init_request(const lk__init_req *req);
 
 /* A linear or convolution layer: weight, optional bias, module path (hook name). */
 typedef struct lk__lin {
