@@ -326,7 +326,7 @@ static double fma_peak_gflops(int threads) {
 }
 
 int main(int argc, char **argv) {
-    lk_blas_reexec_if_misdetected(argc, argv);
+    lk_reexec_with_tuned_env(argc, argv, "active");
     int threads = 2, reps = 5, use_torch = 1;
     const char *filter = NULL, *json_path = NULL;
     for (int i = 1; i < argc; i++) {

@@ -12,7 +12,7 @@ int lk_t_checks, lk_t_failures;
 /* Every test runs with the BLAS kernels the CPU deserves (see src/core/blas_env.c); glibc passes
  * argc/argv to constructors, so tests need no call in their main. */
 __attribute__((constructor)) static void lk_t_blas_fixup(int argc, char **argv) {
-    lk_blas_reexec_if_misdetected(argc, argv);
+    lk_reexec_with_tuned_env(argc, argv, "passive");
 }
 
 double lk_t_now(void) {

@@ -99,10 +99,13 @@ const char *lk_blas_corename(void);
 /* The OPENBLAS_CORETYPE this CPU should use when OpenBLAS misdetected it (an unknown CPU model,
  * common in VMs, makes it fall back to slow SSE3 kernels), or NULL when its choice is fine. */
 const char *lk_blas_recommended_coretype(void);
-/* For programs (not libraries): when OpenBLAS misdetected the CPU and OPENBLAS_CORETYPE is not
- * set, set it and re-execute this program with the same argv, once. Returns if no re-exec
- * happened. Call first thing in main. */
-void lk_blas_reexec_if_misdetected(int argc, char **argv);
+/* For programs (not libraries), first thing in main: re-execute this program once with the same
+ * argv when the environment lacks settings that the OpenMP runtime and OpenBLAS only read at
+ * load time: OPENBLAS_CORETYPE when OpenBLAS misdetected the CPU, and OMP_WAIT_POLICY =
+ * wait_policy ("passive" or "active"; NULL: leave it) when no policy is set (libgomp's default
+ * made every BLAS call wait 8-12 ms here). Settings already in the environment are kept.
+ * Returns if no re-exec happened. */
+void lk_reexec_with_tuned_env(int argc, char **argv, const char *wait_policy);
 
 #ifdef __cplusplus
 }

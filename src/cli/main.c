@@ -22,7 +22,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
-    lk_blas_reexec_if_misdetected(argc, argv);
+    lk_reexec_with_tuned_env(argc, argv, "passive");
     if (argc < 2) {
         usage(stderr);
         return 2;
