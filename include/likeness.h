@@ -22,5 +22,6 @@
 #include "likeness/embedding_file.h"
 #include "likeness/image.h"
 #include "likeness/pipeline.h"
+#include "likeness/train.h"
 
 #endif

@@ -7,6 +7,7 @@
 
 int lk_cli_info(int argc, char **argv);
 int lk_cli_generate(int argc, char **argv);
+int lk_cli_train(int argc, char **argv);
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -14,6 +15,7 @@ static void usage(FILE *f) {
             "\n"
             "commands:\n"
             "  generate ...   text-to-image / img2img (likeness generate --help)\n"
+            "  train ti|lora  personalize a model from images (Textual Inversion, LoRA)\n"
             "  info MODEL     architecture, parameters, memory, scheduler and hash of a checkpoint\n"
             "  version        print the version and the build's threading\n"
             "  help           this text\n"
@@ -38,6 +40,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(cmd, "info")) return lk_cli_info(argc - 1, argv + 1);
     if (!strcmp(cmd, "generate")) return lk_cli_generate(argc - 1, argv + 1);
+    if (!strcmp(cmd, "train")) return lk_cli_train(argc - 1, argv + 1);
     fprintf(stderr, "likeness: unknown command '%s' (try 'likeness help')\n", cmd);
     return 2;
 }
