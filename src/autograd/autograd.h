@@ -74,6 +74,9 @@ void *lk__ctx_alloc(lk_ctx *ctx, size_t nbytes);
  * [*lo, *hi) (pointer to row lo). */
 float *lk__grad(lk_ctx *ctx, lk_tensor *t);
 float *lk__grad_rows(lk_ctx *ctx, lk_tensor *t, int64_t *lo, int64_t *hi);
+/* Accumulate src (numel of t floats) into t's gradient; a fresh gradient buffer is filled by
+ * copy (no zeroing pass). No-op when t needs no gradient. */
+lk_status lk__grad_add(lk_ctx *ctx, lk_tensor *t, const float *src);
 /* True if t will receive a gradient (requires_grad and grad mode on). */
 bool lk__needs_grad(const lk_tensor *t);
 /* Scratch from the ctx pool (fast reuse of large buffers); free with lk__scratch_free. */

@@ -137,6 +137,39 @@ float *lk__grad(lk_ctx *ctx, lk_tensor *t) {
     return grad_alloc(ctx, t, (size_t)lk_numel(t));
 }
 
+/* dst = src, split over the threads for large buffers */
+static void copy_par(float *dst, const float *src, size_t n) {
+    if (n < ((size_t)1 << 18)) {
+        memcpy(dst, src, n * sizeof(float));
+        return;
+    }
+    const size_t chunk = (size_t)1 << 16;
+    long nc = (long)((n + chunk - 1) / chunk);
+#pragma omp parallel for schedule(static)
+    for (long c = 0; c < nc; c++) {
+        size_t o = (size_t)c * chunk, len = n - o < chunk ? n - o : chunk;
+        memcpy(dst + o, src + o, len * sizeof(float));
+    }
+}
+
+lk_status lk__grad_add(lk_ctx *ctx, lk_tensor *t, const float *src) {
+    if (!t || !t->requires_grad) return LK_OK;
+    size_t n = (size_t)lk_numel(t);
+    bool plain = !(t->is_leaf && t->ndim == 2 && (t->grad_row_lo != 0 || t->grad_row_hi != t->shape[0]));
+    if (!t->grad && t->ctx && plain) {
+        /* fresh buffer: fill by copy instead of zeroing and adding */
+        t->grad = lk__pool_alloc(t->ctx, n * sizeof(float), false);
+        if (!t->grad) return ctx->status ? ctx->status : LK_ERR_NOMEM;
+        t->grad_owned_ = true;
+        copy_par(t->grad, src, n);
+        return LK_OK;
+    }
+    float *g = lk__grad(ctx, t);
+    if (!g) return ctx->status ? ctx->status : LK_ERR_NOMEM;
+    lk_axpy(g, 1.0f, src, n);
+    return LK_OK;
+}
+
 float *lk__grad_rows(lk_ctx *ctx, lk_tensor *t, int64_t *lo, int64_t *hi) {
     if (!t || !t->requires_grad) return NULL;
     if (t->is_leaf && t->ndim == 2) {
@@ -187,12 +220,15 @@ static lk_status seed(lk_ctx *ctx, lk_tensor *out, const float *dout) {
     if (!out->requires_grad)
         return lk_fail(LK_ERR_STATE, "backward: the output does not require grad (nothing to train,"
                                      " or it was computed in no-grad mode)");
-    float *g = lk__grad(ctx, out);
-    if (!g) return ctx->status ? ctx->status : LK_ERR_NOMEM;
-    int64_t n = lk_numel(out);
-    if (dout) lk_axpy(g, 1.0f, dout, (size_t)n);
-    else
+    if (dout) {
+        lk_status s = lk__grad_add(ctx, out, dout);
+        if (s != LK_OK) return s;
+    } else {
+        float *g = lk__grad(ctx, out);
+        if (!g) return ctx->status ? ctx->status : LK_ERR_NOMEM;
+        int64_t n = lk_numel(out);
         for (int64_t i = 0; i < n; i++) g[i] += 1.0f;
+    }
     /* drop the handle references of activations so their memory goes once backward is done
      * with it (the tape holds its own references to what it needs) */
     for (size_t i = 0; i < ctx->n_handles; i++) {
@@ -253,10 +289,8 @@ static lk_status checkpoint_backward(lk_ctx *ctx, lk_node *nd, const float *dout
     if (s == LK_OK && !lk_same_shape(out, nd->out))
         s = lk_fail(LK_ERR_STATE, "checkpoint: recomputation changed the output shape");
     if (s == LK_OK && out->requires_grad) {
-        float *g = lk__grad(ctx, out);
-        if (!g) s = ctx->status;
-        else {
-            lk_axpy(g, 1.0f, dout, (size_t)lk_numel(out));
+        s = lk__grad_add(ctx, out, dout);
+        if (s == LK_OK) {
             for (size_t i = mark; i < ctx->n_handles; i++) {
                 lk_tensor *t = ctx->handles[i];
                 if (t != out && !t->is_leaf) lk_release(t);

@@ -20,9 +20,7 @@ static lk_tensor *view_of(lk_ctx *ctx, lk_tensor *x, int ndim, const int64_t *sh
 
 /* dx += dout, both contiguous with the same numel */
 static lk_status same_layout_backward(lk_ctx *ctx, lk_node *nd, const float *dout) {
-    float *dx = lk__grad(ctx, nd->in[0]);
-    if (dx) lk_axpy(dx, 1.0f, dout, (size_t)lk_numel(nd->out));
-    return LK_OK;
+    return lk__grad_add(ctx, nd->in[0], dout);
 }
 
 lk_tensor *lk_contiguous(lk_ctx *ctx, lk_tensor *x) {
