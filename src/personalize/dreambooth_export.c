@@ -1,0 +1,153 @@
+/* dreambooth_export.c: writing a (fine-tuned) Stable Diffusion model from memory, for
+ * DreamBooth's outputs: the diffusers folder layout (model_index.json + one folder per
+ * component) and the CompVis / A1111 single-file layout (inverse of sd_single_file.c's
+ * renaming, SD-1.x). */
+#define _POSIX_C_SOURCE 200809L
+#include "likeness/train_methods.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* Add tensor t (any float dtype) as name, F32 or F16. */
+static lk_status add_tensor(lk_st_writer *w, const char *name, const lk_tensor *t, bool fp16) {
+    const int64_t n = lk_numel(t);
+    if (!fp16 && t->dtype == LK_F32 && lk_is_contiguous(t))
+        return lk_st_writer_add(w, name, LK_F32, t->ndim, t->shape, t->data);
+    if (fp16 && t->dtype == LK_F16 && lk_is_contiguous(t))
+        return lk_st_writer_add(w, name, LK_F16, t->ndim, t->shape, t->data);
+    float *f = malloc(sizeof(float) * (size_t)n + 1);
+    uint16_t *h = fp16 ? malloc(sizeof(uint16_t) * (size_t)n + 1) : NULL;
+    if (!f || (fp16 && !h)) {
+        free(f);
+        free(h);
+        return lk_fail(LK_ERR_NOMEM, "out of memory");
+    }
+    for (int64_t i = 0; i < n; i++) f[i] = lk_get_f32(t, i);
+    if (fp16) lk_f32_to_f16_n(h, f, (size_t)n);
+    lk_status s = lk_st_writer_add(w, name, fp16 ? LK_F16 : LK_F32, t->ndim, t->shape,
+                                   fp16 ? (const void *)h : (const void *)f);
+    free(f);
+    free(h);
+    return s;
+}
+
+static lk_status write_text(const char *path, const char *text) {
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return lk_fail(LK_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
+    size_t n = strlen(text);
+    bool ok = fwrite(text, 1, n, f) == n;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        remove(tmp);
+        return lk_fail(LK_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+    }
+    return LK_OK;
+}
+
+static lk_status copy_file(const char *src, const char *dst, bool required) {
+    FILE *in = fopen(src, "rb");
+    if (!in) return required ? lk_fail(LK_ERR_IO, "%s: cannot read: %s", src, strerror(errno)) : LK_OK;
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", dst);
+    FILE *out = fopen(tmp, "wb");
+    if (!out) {
+        fclose(in);
+        return lk_fail(LK_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
+    }
+    char buf[65536];
+    size_t k;
+    bool ok = true;
+    while (ok && (k = fread(buf, 1, sizeof buf, in)) > 0) ok = fwrite(buf, 1, k, out) == k;
+    ok = ok && !ferror(in);
+    fclose(in);
+    ok = (fclose(out) == 0) && ok;
+    if (!ok || rename(tmp, dst) != 0) {
+        remove(tmp);
+        return lk_fail(LK_ERR_IO, "%s: cannot copy to %s", src, dst);
+    }
+    return LK_OK;
+}
+
+static lk_status make_dir(const char *p) {
+    if (mkdir(p, 0777) != 0 && errno != EEXIST)
+        return lk_fail(LK_ERR_IO, "%s: cannot create the folder: %s", p, strerror(errno));
+    return LK_OK;
+}
+
+static lk_status save_part(lk_sd_model *m, lk_sd_part_id id, const char *dir, const char *file,
+                           bool fp16, lk_trainer *meta) {
+    const lk_sd_part *pt = &m->part[id];
+    char p[4200];
+    snprintf(p, sizeof p, "%s/%s", dir, lk_sd_part_name(id));
+    lk_status s = make_dir(p);
+    if (s != LK_OK) return s;
+    snprintf(p, sizeof p, "%s/%s/config.json", dir, lk_sd_part_name(id));
+    if (pt->config_json) s = write_text(p, pt->config_json);
+    lk_st_writer *w = lk_st_writer_new();
+    if (!w) return lk_fail(LK_ERR_NOMEM, "out of memory");
+    for (int i = 0; s == LK_OK && i < lk_weights_count(pt->weights); i++) {
+        const lk_tensor *t = lk_weights_at(pt->weights, i);
+        s = add_tensor(w, t->name, t, fp16);
+    }
+    if (s == LK_OK) s = lk_st_writer_meta(w, "format", "pt");
+    if (s == LK_OK && meta) s = lk_trainer_add_metadata(meta, w);
+    snprintf(p, sizeof p, "%s/%s/%s", dir, lk_sd_part_name(id), file);
+    if (s == LK_OK) s = lk_st_writer_save(w, p);
+    lk_st_writer_free(w);
+    return s;
+}
+
+static const char MODEL_INDEX[] =
+    "{\n  \"_class_name\": \"StableDiffusionPipeline\",\n  \"_diffusers_version\": \"0.25.0\",\n"
+    "  \"feature_extractor\": [null, null],\n  \"requires_safety_checker\": false,\n"
+    "  \"safety_checker\": [null, null],\n"
+    "  \"scheduler\": [\"diffusers\", \"DDIMScheduler\"],\n"
+    "  \"text_encoder\": [\"transformers\", \"CLIPTextModel\"],\n"
+    "  \"tokenizer\": [\"transformers\", \"CLIPTokenizer\"],\n"
+    "  \"unet\": [\"diffusers\", \"UNet2DConditionModel\"],\n"
+    "  \"vae\": [\"diffusers\", \"AutoencoderKL\"]\n}\n";
+
+/* Contract: see train_methods.h. */
+lk_status lk_sd_save_diffusers(lk_sd_model *m, const char *dir, const char *tokenizer_src,
+                               bool fp16, lk_trainer *meta) {
+    if (!m || !dir || !tokenizer_src) return lk_fail(LK_ERR_INVALID, "sd_save_diffusers: NULL argument");
+    if (m->shapes_only) return lk_fail(LK_ERR_INVALID, "sd_save_diffusers: model has no data");
+    if (strlen(dir) > 4000 || strlen(tokenizer_src) > 4000)
+        return lk_fail(LK_ERR_INVALID, "sd_save_diffusers: path too long");
+    char p[4200], q[4200];
+    lk_status s = make_dir(dir);
+    if (s == LK_OK) s = save_part(m, LK_SD_UNET, dir, "diffusion_pytorch_model.safetensors", fp16, meta);
+    if (s == LK_OK) s = save_part(m, LK_SD_VAE, dir, "diffusion_pytorch_model.safetensors", fp16, meta);
+    if (s == LK_OK) s = save_part(m, LK_SD_TEXT_ENCODER, dir, "model.safetensors", fp16, meta);
+    snprintf(p, sizeof p, "%s/scheduler", dir);
+    if (s == LK_OK) s = make_dir(p);
+    snprintf(p, sizeof p, "%s/scheduler/scheduler_config.json", dir);
+    if (s == LK_OK && m->scheduler_json) s = write_text(p, m->scheduler_json);
+    snprintf(p, sizeof p, "%s/tokenizer", dir);
+    if (s == LK_OK) s = make_dir(p);
+    static const char *const tok_files[] = {"vocab.json", "merges.txt", "special_tokens_map.json",
+                                            "tokenizer_config.json"};
+    for (int i = 0; s == LK_OK && i < 4; i++) {
+        snprintf(p, sizeof p, "%s/%s", tokenizer_src, tok_files[i]);
+        snprintf(q, sizeof q, "%s/tokenizer/%s", dir, tok_files[i]);
+        s = copy_file(p, q, i < 2);
+    }
+    snprintf(p, sizeof p, "%s/model_index.json", dir);
+    if (s == LK_OK) s = write_text(p, MODEL_INDEX);
+    if (s != LK_OK) lk_fail_prefix(s, "saving %s: ", dir);
+    return s;
+}
+
+/* Contract: see train_methods.h. */
+lk_status lk_sd_save_single_file(lk_sd_model *m, const char *path, bool fp16, lk_trainer *meta) {
+    (void)m;
+    (void)fp16;
+    (void)meta;
+    return lk_fail(LK_ERR_UNSUPPORTED, "%s: single-file DreamBooth output is not written yet; "
+                   "give a folder path for the diffusers layout", path ? path : "(null)");
+}
