@@ -33,6 +33,11 @@ lk_status lk_safetensors_open_memory(lk_safetensors **out, const void *buf, size
                                      const char *label);
 void lk_safetensors_close(lk_safetensors *st); /* accepts NULL */
 const char *lk_safetensors_path(const lk_safetensors *st);
+/* Hint that bytes [data, data+nbytes) of the file will not be read again soon: for a mapped
+ * file their whole pages leave this process's resident memory (they are read back from the
+ * file if touched again, so the data stays valid). Lets a loader that copies tensors out keep
+ * its peak memory near one copy of the weights. No-op for in-memory data. */
+void lk_safetensors_evict(const lk_safetensors *st, const void *data, size_t nbytes);
 int lk_safetensors_count(const lk_safetensors *st);
 const lk_st_tensor *lk_safetensors_at(const lk_safetensors *st, int i); /* file (offset) order */
 const lk_st_tensor *lk_safetensors_find(const lk_safetensors *st, const char *name);

@@ -1,6 +1,7 @@
 /* safetensors.c: strict reader (mmap, zero-copy) and atomic writer of the safetensors format
  * (huggingface/safetensors: u64 LE header length, JSON header, raw little-endian data). */
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE
 #include "likeness/safetensors.h"
 
 #include <cjson/cJSON.h>
@@ -484,6 +485,17 @@ void lk_safetensors_close(lk_safetensors *st) {
     free(st->mval);
     free(st->label);
     free(st);
+}
+
+void lk_safetensors_evict(const lk_safetensors *st, const void *data, size_t nbytes) {
+    if (!st || !st->map || !data || !nbytes) return;
+    const uint8_t *lo = data, *hi = lo + nbytes;
+    const uint8_t *base = st->map;
+    if (lo < base || hi > base + st->len) return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)lo + page - 1) & ~(page - 1), b = (uintptr_t)hi & ~(page - 1);
+    /* a read-only private file mapping: dropped pages come back from the file if touched */
+    if (a < b) madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
 const char *lk_safetensors_path(const lk_safetensors *st) { return st ? st->label : NULL; }

@@ -14,6 +14,7 @@ typedef struct lk__sd_load {
     int dtype_count[LK_SD_NPARTS][3]; /* per part: tensors read as F32, F16, BF16 */
     float *tmp;                  /* widening scratch */
     size_t tmp_cap;
+    const lk_safetensors *st;    /* the file being read: copied tensors are evicted from memory */
 } lk__sd_load;
 
 /* Add a tensor named name to part `part` of L->m: numel(shape) elements of the float tensor t

@@ -133,6 +133,8 @@ lk_status lk__sd_add(lk__sd_load *L, int part, const char *name, const lk_st_ten
             if (L->store == LK_BF16) lk_f32_to_bf16_n(p->data, dst, (size_t)n);
         }
     }
+    /* keep the peak near one copy of the weights: the file's pages for this tensor go */
+    if (!L->shapes_only) lk_safetensors_evict(L->st, src, (size_t)n * es);
     return lk_weights_add(L->m->part[part].weights, p);
 }
 
@@ -222,6 +224,7 @@ static lk_status load_component_file(lk__sd_load *L, int part, const char *file)
     lk_safetensors *st = NULL;
     lk_status s = lk_safetensors_open(&st, file);
     if (s != LK_OK) return s;
+    L->st = st;
     for (int i = 0; i < lk_safetensors_count(st) && s == LK_OK; i++) {
         const lk_st_tensor *t = lk_safetensors_at(st, i);
         if (dtype_slot(t->dtype) < 0) continue;        /* integer buffers */
@@ -240,6 +243,7 @@ static lk_status load_component_file(lk__sd_load *L, int part, const char *file)
         }
         s = lk__sd_add(L, part, name, t, ndim, shape, 0);
     }
+    L->st = NULL;
     lk_safetensors_close(st);
     if (s != LK_OK && !strstr(lk_last_error(), file)) lk_fail_prefix(s, "%s: ", file);
     return s;
@@ -472,7 +476,9 @@ static lk_status load_single(lk__sd_load *L, const char *path) {
     lk_status s = lk_safetensors_open(&st, path);
     if (s != LK_OK) return s;
     s = lk__sd_detect_single(st, path, &m->arch);
+    L->st = st;
     if (s == LK_OK) s = lk__sd_convert_single(L, st, path, m->arch);
+    L->st = NULL;
     lk_prediction_type p = LK_PREDICT_EPSILON;
     m->prediction_guessed = !lk__sd_single_prediction(st, path, &p);
     m->prediction = p;

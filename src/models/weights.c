@@ -190,6 +190,7 @@ lk_status lk_weights_load_safetensors(lk_weights *w, const char *path, const cha
         }
         if (s == LK_OK) s = lk_weights_add(w, p);
         else lk_param_free(p);
+        lk_safetensors_evict(st, t->data, t->nbytes); /* peak near one copy of the weights */
     }
     free(tmp);
     lk_safetensors_close(st);
