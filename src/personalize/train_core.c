@@ -251,6 +251,10 @@ lk_status lk_trainer_new(lk_trainer **out, const lk_train_config *cfg, lk_train_
     if (s == LK_OK && tr->data.n)
         s = lk__train_data_encode(&tr->data, tr->ctx, tr->vae, tr->cfg.resolution, tr->lc, tr->lh,
                                   tr->lw);
+    /* the VAE's full-resolution activations are cached in the pool and no training step reuses
+     * their sizes: give them back */
+    lk_ctx_reset(tr->ctx);
+    lk_ctx_trim(tr->ctx);
     if (s == LK_OK) {
         tr->ps = lk_paramset_new();
         if (!tr->ps) s = LK_ERR_NOMEM;
