@@ -244,8 +244,8 @@ int main(int argc, char **argv) {
     struct {
         const char *name;
         bool ckpt;
-    } runs[] = {{"lora", false}, {"lora", true}, {"ti", false}, {"dreambooth", true}};
-    for (int r = 0; r < 4; r++) {
+    } runs[] = {{"lora", false}, {"lora", true}, {"ti", false}, {"ti", true}, {"dreambooth", true}};
+    for (int r = 0; r < 5; r++) {
         if (only && strcmp(only, runs[r].name)) continue;
         fflush(stdout);
         pid_t pid = fork();
