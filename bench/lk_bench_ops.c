@@ -481,6 +481,9 @@ int main(int argc, char **argv) {
         fprintf(jf, "\n]}\n");
         fclose(jf);
     }
-    printf("\nratio = likeness / PyTorch time (lower is better); %d row(s) above 1.0\n", over);
+    printf("\nratio = likeness / PyTorch time (lower is better); %d row(s) above 1.0\n"
+           "GFLOP/s counts the direct algorithm's forward FLOPs (Winograd convolutions do fewer, so "
+           "their share of the FMA peak can exceed 100%%); mem = peak extra resident memory of the "
+           "case (inputs included)\n", over);
     return 0;
 }
