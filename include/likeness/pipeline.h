@@ -71,14 +71,21 @@ typedef struct lk_sd_pipeline_opts {
                                 * compute (the CLI's --half) */
     const char *tokenizer_dir; /* see lk_sd_load_opts (single files need it or $LK_TOKENIZER) */
     int prediction;            /* -1 (default): as the model says; LK_PREDICT_EPSILON / _V */
+    /* Custom Diffusion files (Kumari et al. 2022), applied in this order with
+     * lk_custom_diffusion_apply after the model loads and before the networks are built: their
+     * cross-attention K/V weights replace the model's, their tokens join the tokenizer and the
+     * text encoder's table (before any lk_sd_pipeline_add_embedding). Borrowed during load only.
+     * NULL / 0 (default): none. */
+    const char *const *custom;
+    int n_custom;
 } lk_sd_pipeline_opts;
 
 /* Contract: fills o with the defaults above. Cannot fail. */
 void lk_sd_pipeline_opts_default(lk_sd_pipeline_opts *o);
 
-/* Load a model (diffusers folder or single-file checkpoint, see lk_sd_model_load) and build its
- * text encoder, UNet and VAE and its noise schedule (scheduler config + the model's prediction
- * type). opts NULL = defaults. On success *out owns the pipeline (lk_sd_pipeline_free); on
+/* Load a model (diffusers folder or single-file checkpoint, see lk_sd_model_load), apply the
+ * Custom Diffusion files of opts, and build its text encoder, UNet and VAE and its noise schedule
+ * (scheduler config + the model's prediction type). opts NULL = defaults. On success *out owns the pipeline (lk_sd_pipeline_free); on
  * failure *out is NULL and the message names the file / tensor / key at fault. A pipeline runs
  * one generation at a time (it owns one activation ctx); it is not thread-safe. */
 lk_status lk_sd_pipeline_load(lk_sd_pipeline **out, const char *path,

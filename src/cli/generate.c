@@ -1,5 +1,5 @@
 /* generate.c: `likeness generate`: text-to-image / image-to-image with a Stable Diffusion 1.x/2.x
- * model, LoRAs and embeddings; PNGs carry AUTOMATIC1111's "parameters" text, plus a JSON record. */
+ * model, LoRAs, embeddings and Custom Diffusion files; PNGs carry AUTOMATIC1111's "parameters" text, plus a JSON record. */
 #define _POSIX_C_SOURCE 200809L
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -19,6 +19,7 @@
 #include "likeness.h"
 #include "likeness/image.h"
 #include "likeness/pipeline.h"
+#include "likeness/safetensors.h"
 
 int lk_cli_generate(int argc, char **argv);
 
@@ -49,6 +50,10 @@ static void gen_usage(FILE *f) {
             "  --lora FILE[:W]       kohya/A1111 LoRA merged with weight W (default 1); repeatable\n"
             "  --embedding FILE      textual-inversion embedding (.safetensors); repeatable. An A1111\n"
             "                        file NAME.safetensors is written NAME or <NAME> in prompts\n"
+            "  --custom FILE         Custom Diffusion file (likeness train custom): its K/V weights\n"
+            "                        replace the model's, its tokens (e.g. <new1>) join the\n"
+            "                        vocabulary; repeatable (files of different concepts: merge\n"
+            "                        them first with likeness train custom-merge)\n"
             "  --init-image IMG      img2img from a PNG/JPEG/WebP image\n"
             "  --strength S          img2img denoising strength in (0, 1] (default %g)\n"
             "  --clip-skip N         use the text encoder's N-th last layer (default 1)\n"
@@ -77,6 +82,13 @@ typedef struct emb_arg {
     char *tokens;
 } emb_arg;
 
+typedef struct custom_arg {
+    const char *path;
+    char name[256];
+    char hash[13];
+    char *tokens;
+} custom_arg;
+
 typedef struct gen_args {
     const char *model, *prompt, *negative, *out, *sampler_name, *init_image, *tokenizer;
     int steps, width, height, count, clip_skip;
@@ -87,6 +99,8 @@ typedef struct gen_args {
     int n_loras;
     emb_arg embs[MAX_EXTRAS];
     int n_embs;
+    custom_arg customs[MAX_EXTRAS];
+    int n_customs;
 } gen_args;
 
 /* ---- argument parsing ---- */
@@ -149,7 +163,7 @@ static int parse_args(int argc, char **argv, gen_args *a, bool *help) {
         }
         static const char *const with_value[] = {
             "--model", "--prompt", "--negative", "--steps", "--cfg", "--sampler", "--seed",
-            "--width", "--height", "--count", "--lora", "--embedding", "--init-image",
+            "--width", "--height", "--count", "--lora", "--embedding", "--custom", "--init-image",
             "--strength", "--clip-skip", "--tokenizer", "--out"};
         bool known = false;
         for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(o, with_value[k]);
@@ -208,6 +222,9 @@ static int parse_args(int argc, char **argv, gen_args *a, bool *help) {
         } else if (!strcmp(o, "--embedding")) {
             if (a->n_embs == MAX_EXTRAS) return usage_error("more than %s embeddings%s", "64", "");
             a->embs[a->n_embs++].path = v;
+        } else if (!strcmp(o, "--custom")) {
+            if (a->n_customs == MAX_EXTRAS) return usage_error("more than %s --custom files%s", "64", "");
+            a->customs[a->n_customs++].path = v;
         }
     }
     return 0;
@@ -449,6 +466,15 @@ static cJSON *record(const gen_args *a, const lk_sd_gen_params *g, lk_sd_model *
         cJSON_AddStringToObject(e, "hash", a->embs[i].hash);
         cJSON_AddItemToArray(es, e);
     }
+    cJSON *cs = cJSON_AddArrayToObject(j, "custom");
+    for (int i = 0; i < a->n_customs; i++) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "file", a->customs[i].path);
+        cJSON_AddStringToObject(e, "name", a->customs[i].name);
+        cJSON_AddStringToObject(e, "tokens", a->customs[i].tokens ? a->customs[i].tokens : "");
+        cJSON_AddStringToObject(e, "hash", a->customs[i].hash);
+        cJSON_AddItemToArray(cs, e);
+    }
     if (a->init_image) {
         cJSON_AddStringToObject(j, "init_image", a->init_image);
         cJSON_AddNumberToObject(j, "strength", g->strength);
@@ -474,6 +500,72 @@ static cJSON *record(const gen_args *a, const lk_sd_gen_params *g, lk_sd_model *
 static void free_args(gen_args *a) {
     for (int i = 0; i < a->n_loras; i++) free(a->loras[i].path);
     for (int i = 0; i < a->n_embs; i++) free(a->embs[i].tokens);
+    for (int i = 0; i < a->n_customs; i++) free(a->customs[i].tokens);
+}
+
+/* The tokens of a Custom Diffusion file (its tensors that are not ".attn2." layers) joined by
+ * ", " into *out (malloc'd), and the first 12 hex digits of the file's sha256. */
+static lk_status custom_info(const char *path, char **out, char hash[13]) {
+    *out = NULL;
+    lk_safetensors *st = NULL;
+    lk_status s = lk_safetensors_open(&st, path);
+    size_t len = 0;
+    for (int i = 0; s == LK_OK && i < lk_safetensors_count(st); i++) {
+        const char *n = lk_safetensors_at(st, i)->name;
+        if (strstr(n, ".attn2.")) continue;
+        size_t k = strlen(n);
+        char *r = realloc(*out, len + k + 3);
+        if (!r) {
+            s = lk_fail(LK_ERR_NOMEM, "out of memory");
+            break;
+        }
+        if (len) memcpy(r + len, ", ", 2), len += 2;
+        memcpy(r + len, n, k + 1);
+        len += k;
+        *out = r;
+    }
+    lk_safetensors_close(st);
+    char full[65];
+    if (s == LK_OK) s = lk_sha256_file(path, full);
+    if (s == LK_OK) {
+        memcpy(hash, full, 12);
+        hash[12] = '\0';
+    } else {
+        free(*out);
+        *out = NULL;
+    }
+    return s;
+}
+
+/* params + ", Custom hashes: \"name: hash, ...\"" (JSON-quoted as A1111 quotes its hash lists);
+ * *params is replaced. */
+static lk_status add_custom_hashes(char **params, const gen_args *a) {
+    if (a->n_customs == 0) return LK_OK;
+    size_t n = 1;
+    for (int i = 0; i < a->n_customs; i++) n += strlen(a->customs[i].name) + 16;
+    char *list = malloc(n);
+    if (!list) return lk_fail(LK_ERR_NOMEM, "out of memory");
+    list[0] = '\0';
+    for (int i = 0; i < a->n_customs; i++) {
+        if (i) strcat(list, ", ");
+        strcat(list, a->customs[i].name);
+        strcat(list, ": ");
+        strcat(list, a->customs[i].hash);
+    }
+    cJSON *q = cJSON_CreateString(list);
+    char *qs = q ? cJSON_PrintUnformatted(q) : NULL;
+    char *r = qs ? malloc(strlen(*params) + strlen(qs) + sizeof ", Custom hashes: ") : NULL;
+    lk_status s = LK_OK;
+    if (!r) s = lk_fail(LK_ERR_NOMEM, "out of memory");
+    else {
+        sprintf(r, "%s, Custom hashes: %s", *params, qs);
+        free(*params);
+        *params = r;
+    }
+    cJSON_free(qs);
+    cJSON_Delete(q);
+    free(list);
+    return s;
 }
 
 static int run(gen_args *a) {
@@ -494,6 +586,7 @@ static int run(gen_args *a) {
     int rc = need_file("model", a->model, true);
     for (int i = 0; !rc && i < a->n_loras; i++) rc = need_file("LoRA", a->loras[i].path, false);
     for (int i = 0; !rc && i < a->n_embs; i++) rc = need_file("embedding", a->embs[i].path, false);
+    for (int i = 0; !rc && i < a->n_customs; i++) rc = need_file("custom", a->customs[i].path, false);
     if (!rc && a->init_image) rc = need_file("init image", a->init_image, false);
     if (!rc && a->tokenizer) rc = need_file("tokenizer folder", a->tokenizer, true);
     if (!rc) rc = make_dirs(a->out);
@@ -508,6 +601,15 @@ static int run(gen_args *a) {
     lk_sd_pipeline_opts_default(&po);
     po.store = a->half ? LK_F16 : LK_F32;
     po.tokenizer_dir = a->tokenizer;
+    const char *custom_paths[MAX_EXTRAS];
+    for (int i = 0; i < a->n_customs; i++) {
+        custom_arg *c = &a->customs[i];
+        custom_paths[i] = c->path;
+        stem(c->path, c->name, sizeof c->name);
+        if (custom_info(c->path, &c->tokens, c->hash) != LK_OK) return fail_runtime(&pr, NULL);
+    }
+    po.custom = custom_paths;
+    po.n_custom = a->n_customs;
     lk_sd_pipeline *p = NULL;
     if (lk_sd_pipeline_load(&p, a->model, &po) != LK_OK) return fail_runtime(&pr, NULL);
     lk_sd_model *m = lk_sd_pipeline_model(p);
@@ -618,6 +720,7 @@ static int run(gen_args *a) {
         lk_image im = {0};
         char png[PATH_MAX], jsn[PATH_MAX], file[64];
         s = lk_sd_infotext_format(&info, &params);
+        if (s == LK_OK) s = add_custom_hashes(&params, a);
         if (s == LK_OK) s = lk_image_from_chw(&im, r.image, 3, r.height, r.width, LK_RANGE_SYMMETRIC);
         for (;; seq++) {
             snprintf(file, sizeof file, "%05d-%llu", seq, (unsigned long long)g.seed);

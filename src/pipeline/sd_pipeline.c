@@ -11,6 +11,7 @@
 #include "likeness/embedding_file.h"
 #include "likeness/lora_file.h"
 #include "likeness/pipeline.h"
+#include "likeness/train_methods.h"
 
 struct lk_sd_pipeline {
     lk_sd_model *model;        /* owns weights, configs, tokenizer */
@@ -44,6 +45,8 @@ void lk_sd_pipeline_opts_default(lk_sd_pipeline_opts *o) {
     o->store = LK_F32;
     o->tokenizer_dir = NULL;
     o->prediction = -1;
+    o->custom = NULL;
+    o->n_custom = 0;
 }
 
 static const char *part_label(int part, char *buf, size_t n) {
@@ -110,10 +113,42 @@ lk_status lk_sd_pipeline_load(lk_sd_pipeline **out, const char *path,
         s = lk_schedule_config_parse(&p->sched, js, strlen(js), "scheduler/scheduler_config.json");
         if (s != LK_OK) lk_fail_prefix(s, "%s: ", path);
     }
+    /* Custom Diffusion: weights replaced before the networks are built; token rows after */
+    float *cd_rows = NULL;
+    int cd_n = 0, cd_dim = 0;
+    for (int i = 0; s == LK_OK && i < o.n_custom; i++) {
+        float *rows = NULL;
+        int n = 0, dim = 0;
+        s = o.custom && o.custom[i] ? lk_custom_diffusion_apply(p->model, o.custom[i], &rows, &n, &dim)
+                                    : lk_fail(LK_ERR_INVALID, "sd_pipeline_load: NULL custom file");
+        if (s == LK_OK && n > 0) {
+            float *grown = realloc(cd_rows, sizeof(float) * (size_t)(cd_n + n) * (size_t)dim);
+            if (!grown) s = lk_fail(LK_ERR_NOMEM, "out of memory");
+            else {
+                memcpy(grown + (size_t)cd_n * (size_t)dim, rows, sizeof(float) * (size_t)n * (size_t)dim);
+                cd_rows = grown;
+                cd_n += n;
+                cd_dim = dim;
+            }
+        }
+        free(rows);
+    }
     if (s == LK_OK) {
         p->sched.prediction_type = p->model->prediction;
         s = build_networks(p);
     }
+    if (s == LK_OK && cd_n > 0) {
+        if (lk_clip_text_config_of(p->te)->hidden_size != cd_dim)
+            s = lk_fail(LK_ERR_FORMAT, "custom diffusion: %d-dim token rows, the text encoder "
+                        "expects %d", cd_dim, lk_clip_text_config_of(p->te)->hidden_size);
+        else s = lk_clip_text_add_tokens(p->te, cd_n, cd_rows, NULL);
+        if (s == LK_OK && lk_tokenizer_vocab_size(p->model->tokenizer) != lk_clip_text_vocab_size(p->te))
+            s = lk_fail(LK_ERR_STATE, "custom diffusion: tokenizer has %lld ids but the text "
+                        "encoder table %lld rows",
+                        (long long)lk_tokenizer_vocab_size(p->model->tokenizer),
+                        (long long)lk_clip_text_vocab_size(p->te));
+    }
+    free(cd_rows);
     if (s == LK_OK) {
         p->ctx = lk_ctx_new();
         if (!p->ctx) s = lk_fail(LK_ERR_NOMEM, "out of memory");
