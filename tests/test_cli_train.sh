@@ -2,7 +2,8 @@
 # test_cli_train.sh: `likeness train ti|lora|dreambooth|custom` and `custom-merge` end to end on
 # the golden model (../shared/golden): a few steps of each method at 64x64 on three images made
 # by `likeness generate`, the output files, `likeness generate` using each output (--embedding,
-# --lora, --model DIR, --custom), and one-line errors with the documented exit codes.
+# --lora, --model DIR, --model FILE.safetensors (DreamBooth single file), --custom), and one-line
+# errors with the documented exit codes.
 # Usage: test_cli_train.sh LIKENESS_BINARY GOLDEN_DIR
 set -u
 BIN=${1:?usage: test_cli_train.sh LIKENESS_BINARY GOLDEN_DIR}
@@ -125,6 +126,16 @@ train_ok "dreambooth again (class images cached)" dreambooth $TR --token sks --c
     --prior-preservation --num-class-images 2 --class-steps 2 --out "$T/db"
 check "dreambooth: cached class image reused as is" cmp -s "$T/class0.png" "$T/db_class_images/class_00000.png"
 
+# ---- DreamBooth to a CompVis / A1111 single file ----
+train_ok "dreambooth single file" dreambooth $TR --token sks --class cat --lr 1e-3 --out "$T/db1.safetensors"
+check "dreambooth single file: written, no folder" [ -f "$T/db1.safetensors" -a ! -e "$T/db1" ]
+check "dreambooth single file: CompVis keys" st_has "$T/db1.safetensors" '"model.diffusion_model.input_blocks.0.0.weight"'
+check "dreambooth single file: records the method" st_has "$T/db1.safetensors" '"likeness.method":"dreambooth"'
+gen_ok "dreambooth single file" "$T/g_db1" --model "$T/db1.safetensors" --tokenizer "$GOLDEN/tokenizer" \
+    --prompt "a photo of a cat"
+check "dreambooth single file: the fine-tuned model makes another image" \
+    pixels_differ "$T/g_db1/00000-7.png" "$T/base/00000-7.png"
+
 # ---- Custom Diffusion, a second concept, the merge ----
 train_ok "custom" custom $TR --class cat --lr 1e-3 --out "$T/cd.safetensors"
 check "custom: the file" [ -s "$T/cd.safetensors" ]
@@ -162,6 +173,8 @@ expect_error "custom-merge of a file with itself (same token)" 1 "<new1>" custom
 
 "$BIN" train --help >"$T/h.out" 2>&1
 check "--help exits 0 and documents every method" sh -c "grep -q 'dreambooth' '$T/h.out' && grep -q -- '--num-class-images' '$T/h.out' && grep -q -- '--concept DIR:TOKEN:CLASS' '$T/h.out' && grep -q 'custom-merge' '$T/h.out'"
+
+check "--help documents the dreambooth single-file output" grep -q 'CompVis/A1111 single-file' "$T/h.out"
 
 echo "$checks checks, $failures failures"
 [ $failures -eq 0 ]

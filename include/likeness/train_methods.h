@@ -56,8 +56,8 @@ void lk_dreambooth_opts_default(lk_dreambooth_opts *o);
  * sample, noise and timesteps drawn after the instance batch's) into one batch of 2B, and the
  * loss is mean(instance MSE) + lambda * mean(prior MSE). The class prompt's conditioning uses
  * the same text encoder (with gradient when it trains).
- * save(path): path ending in ".safetensors" -> lk_sd_save_single_file (not implemented yet:
- * LK_ERR_UNSUPPORTED); otherwise a self-contained diffusers folder (model_index.json, unet/, text_encoder/, vae/,
+ * save(path): path ending in ".safetensors" -> lk_sd_save_single_file (SD-1.x CompVis/A1111
+ * single file); otherwise a self-contained diffusers folder (model_index.json, unet/, text_encoder/, vae/,
  * scheduler/, tokenizer/), the weights from memory (trained and frozen), F16 with opts.fp16;
  * every weights file carries lk_trainer_add_metadata. *out owns the method. */
 lk_status lk_dreambooth_method_new(lk_train_method **out, const lk_dreambooth_opts *o);
@@ -73,8 +73,9 @@ int lk_dreambooth_class_count(const lk_train_method *m);
 lk_status lk_sd_save_diffusers(lk_sd_model *m, const char *dir, const char *tokenizer_src,
                                bool fp16, lk_trainer *meta);
 /* Write a CompVis / A1111 single-file checkpoint of an SD-1.x model (the inverse of the
- * loader's renaming). NOT IMPLEMENTED YET: always LK_ERR_UNSUPPORTED with a message pointing
- * to the folder output. */
+ * loader's renaming; VAE attention weights as 1x1 convs), F32 or F16, atomically; metadata
+ * format=pt, modelspec.prediction_type, and meta's when given. LK_ERR_UNSUPPORTED for SD-2.x;
+ * LK_ERR_FORMAT naming a weight with no CompVis name. */
 lk_status lk_sd_save_single_file(lk_sd_model *m, const char *path, bool fp16, lk_trainer *meta);
 
 /* ---- Custom Diffusion (Kumari et al. 2022), src/personalize/custom_diffusion.c ---- */

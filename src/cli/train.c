@@ -41,7 +41,9 @@ static void train_usage(FILE *f) {
 "              caption \"a TOKEN CLASS\".\n"
 "  dreambooth  DreamBooth (Ruiz et al. 2022): fine-tunes the whole UNet (and with\n"
 "              --train-text-encoder the text encoder) on \"a TOKEN CLASS\" (TOKEN: a rare word\n"
-"              such as sks); writes a diffusers folder OUT (likeness generate --model OUT).\n"
+"              such as sks); writes a diffusers folder OUT (likeness generate --model OUT),\n"
+"              or with OUT ending in .safetensors one CompVis/A1111 single-file checkpoint\n"
+"              (SD-1.x bases only; likeness generate --model OUT --tokenizer DIR).\n"
 "              Defaults: 800 steps, lr 5e-6, batch 1, constant lr, clipping 1.0, 1 image\n"
 "              minimum. Weights are float32 (no --half); memory: 4x the UNet (AdamW state).\n"
 "  custom      Custom Diffusion (Kumari et al. 2022): trains the cross-attention key/value\n"
@@ -58,7 +60,8 @@ static void train_usage(FILE *f) {
 "                         is its caption; {token} / [V] and {class} / [class] are replaced)\n"
 "  --token TEXT           the word for the subject, e.g. \"<sks>\" (TI and custom: must not be\n"
 "                         a word of the vocabulary; custom default \"<new1>\")\n"
-"  --out OUT              output .safetensors (dreambooth: output folder)\n"
+"  --out OUT              output .safetensors (dreambooth: output folder, or a single-file\n"
+"                         checkpoint when OUT ends in .safetensors)\n"
 "\n"
 "Data:\n"
 "  --class WORD           the subject's class (\"dog\"): caption, TI / custom init word,\n"
@@ -483,14 +486,6 @@ static int parse_args(int argc, char **argv, train_args *a) {
                 "show 'a WORD')\n");
         return 0;
     }
-    if (a->kind == M_DB) {
-        size_t n = strlen(a->out), e = strlen(".safetensors");
-        if (n >= e && !strcmp(a->out + n - e, ".safetensors")) {
-            fprintf(stderr, "likeness train: dreambooth --out %s: single-file checkpoints are not "
-                    "written yet; give a folder name (a diffusers folder is written)\n", a->out);
-            return 0;
-        }
-    }
     return 1;
 }
 
@@ -546,6 +541,12 @@ static int apply_method_defaults(train_args *a) {
         a->cd_o.prior = a->prior;
     }
     return 1;
+}
+
+/* OUT ends in ".safetensors" */
+static bool out_is_safetensors(const char *out) {
+    size_t n = strlen(out), e = strlen(".safetensors");
+    return n >= e && !strcmp(out + n - e, ".safetensors");
 }
 
 /* OUT minus ".safetensors" + suffix (malloc'd) */
@@ -783,6 +784,13 @@ int lk_cli_train(int argc, char **argv) {
             lk_cli_progress_note(&a.prog, "load", "loading %s and encoding the images in %s ...",
                                  a.cfg.model, a.cfg.images);
         s = lk_trainer_new(&tr, &a.cfg, m);
+    }
+    if (s == LK_OK && a.kind == M_DB && out_is_safetensors(a.out) &&
+        lk_trainer_model(tr)->arch != LK_SD_ARCH_SD1) {
+        /* refused before training rather than at the save */
+        s = lk_fail(LK_ERR_UNSUPPORTED, "dreambooth --out %s: single-file checkpoints are written "
+                    "for SD-1.x models only (this base is %s); give a folder name for the diffusers "
+                    "layout", a.out, lk_sd_arch_name(lk_trainer_model(tr)->arch));
     }
     if (s == LK_OK) {
         a.step0 = lk_trainer_step_count(tr);

@@ -72,6 +72,10 @@ typedef enum lk_act {
 } lk_act;
 void lk_act_forward(lk_act a, float *y, const float *x, size_t n);
 void lk_act_backward(lk_act a, float *dx, const float *dy, const float *x, size_t n);
+/* The same on the calling thread only, for kernels already inside a parallel region (a nested
+ * parallel construct per call costs more than the work on small blocks). */
+void lk_act_forward_serial(lk_act a, float *y, const float *x, size_t n);
+void lk_act_backward_serial(lk_act a, float *dx, const float *dy, const float *x, size_t n);
 /* x (M, 2D) -> y (M, D) = x[:, :D] * gelu(x[:, D:]) (exact gelu). */
 void lk_geglu_forward(float *y, const float *x, size_t M, size_t D);
 void lk_geglu_backward(float *dx, const float *dy, const float *x, size_t M, size_t D);

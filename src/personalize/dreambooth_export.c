@@ -4,6 +4,7 @@
  * renaming, SD-1.x). */
 #define _POSIX_C_SOURCE 200809L
 #include "likeness/train_methods.h"
+#include "models/sd_single_file_write.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -11,13 +12,15 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* Add tensor t (any float dtype) as name, F32 or F16. */
-static lk_status add_tensor(lk_st_writer *w, const char *name, const lk_tensor *t, bool fp16) {
+/* Add tensor t (any float dtype) as name, F32 or F16, with shape (ndim, shape): t's own or a
+ * reshape of the same element count. */
+static lk_status add_reshaped(lk_st_writer *w, const char *name, const lk_tensor *t, int ndim,
+                              const int64_t *shape, bool fp16) {
     const int64_t n = lk_numel(t);
     if (!fp16 && t->dtype == LK_F32 && lk_is_contiguous(t))
-        return lk_st_writer_add(w, name, LK_F32, t->ndim, t->shape, t->data);
+        return lk_st_writer_add(w, name, LK_F32, ndim, shape, t->data);
     if (fp16 && t->dtype == LK_F16 && lk_is_contiguous(t))
-        return lk_st_writer_add(w, name, LK_F16, t->ndim, t->shape, t->data);
+        return lk_st_writer_add(w, name, LK_F16, ndim, shape, t->data);
     float *f = malloc(sizeof(float) * (size_t)n + 1);
     uint16_t *h = fp16 ? malloc(sizeof(uint16_t) * (size_t)n + 1) : NULL;
     if (!f || (fp16 && !h)) {
@@ -27,11 +30,15 @@ static lk_status add_tensor(lk_st_writer *w, const char *name, const lk_tensor *
     }
     for (int64_t i = 0; i < n; i++) f[i] = lk_get_f32(t, i);
     if (fp16) lk_f32_to_f16_n(h, f, (size_t)n);
-    lk_status s = lk_st_writer_add(w, name, fp16 ? LK_F16 : LK_F32, t->ndim, t->shape,
+    lk_status s = lk_st_writer_add(w, name, fp16 ? LK_F16 : LK_F32, ndim, shape,
                                    fp16 ? (const void *)h : (const void *)f);
     free(f);
     free(h);
     return s;
+}
+
+static lk_status add_tensor(lk_st_writer *w, const char *name, const lk_tensor *t, bool fp16) {
+    return add_reshaped(w, name, t, t->ndim, t->shape, fp16);
 }
 
 static lk_status write_text(const char *path, const char *text) {
@@ -145,9 +152,41 @@ lk_status lk_sd_save_diffusers(lk_sd_model *m, const char *dir, const char *toke
 
 /* Contract: see train_methods.h. */
 lk_status lk_sd_save_single_file(lk_sd_model *m, const char *path, bool fp16, lk_trainer *meta) {
-    (void)m;
-    (void)fp16;
-    (void)meta;
-    return lk_fail(LK_ERR_UNSUPPORTED, "%s: single-file DreamBooth output is not written yet; "
-                   "give a folder path for the diffusers layout", path ? path : "(null)");
+    if (!m || !path) return lk_fail(LK_ERR_INVALID, "sd_save_single_file: NULL argument");
+    if (m->shapes_only) return lk_fail(LK_ERR_INVALID, "sd_save_single_file: model has no data");
+    if (m->arch != LK_SD_ARCH_SD1)
+        return lk_fail(LK_ERR_UNSUPPORTED, "%s: single-file output is written for SD-1.x models only "
+                       "(this is %s: its text encoder would need the OpenCLIP layout); give a folder "
+                       "path for the diffusers layout", path, lk_sd_arch_name(m->arch));
+    lk__sd_single_layout lay;
+    lk_status s = lk__sd_single_layout_of(m, &lay);
+    lk_st_writer *w = s == LK_OK ? lk_st_writer_new() : NULL;
+    if (s == LK_OK && !w) s = lk_fail(LK_ERR_NOMEM, "out of memory");
+    /* the order of an ldm state_dict: UNet, VAE, text encoder (the writer sorts names anyway) */
+    static const lk_sd_part_id order[LK_SD_NPARTS] = {LK_SD_UNET, LK_SD_VAE, LK_SD_TEXT_ENCODER};
+    for (int p = 0; s == LK_OK && p < LK_SD_NPARTS; p++) {
+        const lk_weights *ws = m->part[order[p]].weights;
+        for (int i = 0; s == LK_OK && i < lk_weights_count(ws); i++) {
+            const lk_tensor *t = lk_weights_at(ws, i);
+            char name[256];
+            bool to_conv;
+            s = lk__sd_single_name(m, &lay, order[p], t->name, name, sizeof name, &to_conv);
+            if (s != LK_OK) break;
+            if (to_conv && t->ndim == 2) {
+                const int64_t shape[4] = {t->shape[0], t->shape[1], 1, 1};
+                s = add_reshaped(w, name, t, 4, shape, fp16);
+            } else {
+                s = add_tensor(w, name, t, fp16);
+            }
+        }
+    }
+    if (s == LK_OK) s = lk_st_writer_meta(w, "format", "pt");
+    if (s == LK_OK)
+        s = lk_st_writer_meta(w, "modelspec.prediction_type",
+                              m->prediction == LK_PREDICT_V ? "v" : "epsilon");
+    if (s == LK_OK && meta) s = lk_trainer_add_metadata(meta, w);
+    if (s == LK_OK) s = lk_st_writer_save(w, path);
+    lk_st_writer_free(w);
+    if (s != LK_OK && !strstr(lk_last_error(), path)) lk_fail_prefix(s, "saving %s: ", path);
+    return s;
 }

@@ -287,6 +287,18 @@ void lk_act_forward(lk_act a, float *y, const float *x, size_t n) {
     }
 }
 
+/* The same on the calling thread only (for callers already inside a parallel region). */
+void lk_act_forward_serial(lk_act a, float *y, const float *x, size_t n) {
+    for (size_t i0 = 0; i0 < n; i0 += ACT_BLOCK)
+        fwd_block(a, y + i0, x + i0, n - i0 < ACT_BLOCK ? n - i0 : ACT_BLOCK);
+}
+
+void lk_act_backward_serial(lk_act a, float *dx, const float *dy, const float *x, size_t n) {
+    if (!dx) return;
+    for (size_t i0 = 0; i0 < n; i0 += ACT_BLOCK)
+        bwd_block(a, dx + i0, dy + i0, x + i0, n - i0 < ACT_BLOCK ? n - i0 : ACT_BLOCK);
+}
+
 /* dx += dy * act'(x) over n elements. Cannot fail. */
 void lk_act_backward(lk_act a, float *dx, const float *dy, const float *x, size_t n) {
     if (n == 0 || !dx) return;

@@ -51,7 +51,7 @@ static void affine_act(float *out, const float *x, size_t n, float m, float a, f
         const float *p = x + i0;
 #pragma omp simd
         for (size_t i = 0; i < len; i++) o[i] = (p[i] - m) * a + sh;
-        if (act) lk_act_forward(LK_ACT_SILU, o, o, len);
+        if (act) lk_act_forward_serial(LK_ACT_SILU, o, o, len);
     }
 }
 
@@ -136,7 +136,7 @@ lk_status lk_groupnorm_backward(float *dx, float *dw, float *db, const float *do
                         for (size_t i = 0; i < len; i++) ypre[i] = (p[i] - m) * a + sh;
                         float *d = dyp_buf + co + i0;
                         memset(d, 0, len * sizeof(float));
-                        lk_act_backward(LK_ACT_SILU, d, dyg + co + i0, ypre, len);
+                        lk_act_backward_serial(LK_ACT_SILU, d, dyg + co + i0, ypre, len);
                     }
                 }
                 dyg = dyp_buf;
