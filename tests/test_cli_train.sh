@@ -150,7 +150,7 @@ check "custom: sidecar lists the tokens" grep -q '"tokens":.*"<new1>"' "$T/g_cd/
 gen_ok "custom, plain prompt" "$T/g_cd2" --model "$GOLDEN" --prompt "a photo of a cat" --custom "$T/cd.safetensors"
 check "custom: K/V weights change the image" pixels_differ "$T/g_cd2/00000-7.png" "$T/base/00000-7.png"
 train_ok "custom <new2>" custom $TR --token "<new2>" --class dog --lr 1e-3 --out "$T/cd2.safetensors"
-"$BIN" train custom-merge "$T/cd.safetensors" "$T/cd2.safetensors" --out "$T/merged.safetensors" \
+"$BIN" train custom-merge --model "$GOLDEN" "$T/cd.safetensors" "$T/cd2.safetensors" --out "$T/merged.safetensors" \
     >/dev/null 2>"$T/merge.log"
 rc=$?
 check "custom-merge: exit 0 (got $rc) and the file" [ $rc -eq 0 -a -s "$T/merged.safetensors" ]
@@ -168,8 +168,8 @@ expect_error "--resume without a checkpoint" 1 "checkpoint" lora --model "$GOLDE
 expect_error "dreambooth refuses --half" 2 "float32" dreambooth --model "$GOLDEN" --images "$T/imgs" --token sks --half $E
 expect_error "custom option on lora" 2 "option of custom" lora --model "$GOLDEN" --images "$T/imgs" --token sks --train-q-out $E
 expect_error "prior preservation without a class" 2 "needs --class" custom --model "$GOLDEN" --images "$T/imgs" --prior-preservation $E
-expect_error "custom-merge with one file" 2 "custom-merge" custom-merge "$T/cd.safetensors" --out "$T/err.safetensors"
-expect_error "custom-merge of a file with itself (same token)" 1 "<new1>" custom-merge "$T/cd.safetensors" "$T/cd.safetensors" --out "$T/err.safetensors"
+expect_error "custom-merge with one file" 2 "custom-merge" custom-merge --model "$GOLDEN" "$T/cd.safetensors" --out "$T/err.safetensors"
+expect_error "custom-merge of a file with itself (same token)" 1 "<new1>" custom-merge --model "$GOLDEN" "$T/cd.safetensors" "$T/cd.safetensors" --out "$T/err.safetensors"
 
 "$BIN" train --help >"$T/h.out" 2>&1
 check "--help exits 0 and documents every method" sh -c "grep -q 'dreambooth' '$T/h.out' && grep -q -- '--num-class-images' '$T/h.out' && grep -q -- '--concept DIR:TOKEN:CLASS' '$T/h.out' && grep -q 'custom-merge' '$T/h.out'"

@@ -3,7 +3,8 @@
  * attn2.to_k / to_v weights and the new token row change; the saved file applied to a freshly
  * loaded model reproduces the in-memory model's UNet output for a prompt with the token; two
  * concepts trained jointly (with class-image regularization) give one file with both tokens;
- * two single-concept files merge into one with both tokens and the mean K/V weights; exact
+ * two single-concept files merge by Kumari et al.'s constrained least squares (sec. 3.2) into
+ * one with both tokens, each concept's prompt features keeping its own K/V outputs; exact
  * resume; bad inputs refused. */
 #define _POSIX_C_SOURCE 200809L
 #include "harness.h"
@@ -200,6 +201,139 @@ static void test_smoke_and_file(void) {
     free(want);
 }
 
+/* Final text-encoder features (n, D) of prompt from the position of token (or from BOS when
+ * token is NULL) through EOS; *n rows; malloc'd. */
+static float *feats(const lk_clip_text *te, const lk_tokenizer *tok, lk_pad_mode pad, const char *prompt,
+                    const char *token, int *n) {
+    int64_t ids[77];
+    int nc = 0;
+    *n = 0;
+    CHECK_OK(lk_tokenizer_encode(tok, prompt, ids, 77, pad, &nc));
+    const int L = nc + 2;
+    int p0 = 0;
+    if (token) {
+        const int64_t id = lk_tokenizer_token_id(tok, token);
+        p0 = -1;
+        for (int p = 1; p < L && p0 < 0; p++)
+            if (ids[p] == id) p0 = p;
+        CHECK(p0 > 0);
+        if (p0 < 0) return NULL;
+    }
+    lk_ctx *ctx = lk_ctx_new();
+    lk_set_grad_enabled(ctx, false);
+    lk_tensor *z = lk_contiguous(ctx, lk_clip_text_forward(ctx, te, lk_tensor_wrap(ctx, LK_I64, LK_DIMS(1, L), ids), 1, true));
+    float *r = NULL;
+    if (z) {
+        const int64_t D = z->shape[2];
+        r = malloc(sizeof(float) * (size_t)((L - p0) * D));
+        memcpy(r, (const float *)z->data + p0 * D, sizeof(float) * (size_t)((L - p0) * D));
+        *n = L - p0;
+    }
+    CHECK_OK(lk_ctx_status(ctx));
+    lk_ctx_free(ctx);
+    return r;
+}
+
+/* max |F (Wx - Wy)^T| and max |F Wy^T| over the rows of F (n, d), W (o, d) */
+static void fw_diff(const float *f, int n, const float *wx, const float *wy, int64_t o, int64_t d,
+                    double *diff, double *ref) {
+    for (int r = 0; r < n; r++)
+        for (int64_t j = 0; j < o; j++) {
+            double a = 0.0, b = 0.0;
+            for (int64_t k = 0; k < d; k++) {
+                a += (double)f[r * d + k] * ((double)wx[j * d + k] - (double)wy[j * d + k]);
+                b += (double)f[r * d + k] * (double)wy[j * d + k];
+            }
+            *diff = fmax(*diff, fabs(a));
+            *ref = fmax(*ref, fabs(b));
+        }
+}
+
+/* The merge's constraints: on each concept's prompt features the merged K/V weights give that
+ * concept's own fine-tuned outputs; on generic captions they stay near the base weights. */
+static void check_merge(const char *fa, const char *fb, const char *fm) {
+    lk_sd_model *m = NULL;
+    CHECK_OK(lk_sd_model_load(&m, golden, NULL));
+    if (!m) return;
+    lk_clip_text_config tc;
+    lk_clip_text *te = NULL;
+    const lk_sd_part *pt = &m->part[LK_SD_TEXT_ENCODER];
+    CHECK_OK(lk_clip_text_config_parse(&tc, pt->config_json, strlen(pt->config_json), "te"));
+    CHECK_OK(lk_clip_text_new(&te, &tc, pt->weights, NULL));
+    int nreg = 0, n1 = 0, n3 = 0;
+    float *freg = te ? feats(te, m->tokenizer, m->pad, "a bright photo of the house", NULL, &nreg) : NULL;
+    /* the unet weights are overwritten by apply: keep the base ones */
+    lk_weights *uw = m->part[LK_SD_UNET].weights;
+    const int nw = lk_weights_count(uw);
+    float **base = calloc((size_t)nw, sizeof(float *));
+    for (int i = 0; i < nw; i++) {
+        const lk_tensor *t = lk_weights_at(uw, i);
+        if (!is_kv(t->name)) continue;
+        base[i] = malloc(sizeof(float) * (size_t)lk_numel(t));
+        for (int64_t k = 0; k < lk_numel(t); k++) base[i][k] = lk_get_f32(t, k);
+    }
+    float *rows = NULL;
+    int nt = 0, dim = 0;
+    CHECK_OK(lk_custom_diffusion_apply(m, fm, &rows, &nt, &dim));
+    if (te && rows) CHECK_OK(lk_clip_text_add_tokens(te, nt, rows, NULL));
+    free(rows);
+    float *f1 = te ? feats(te, m->tokenizer, m->pad, "a photo of a <new1> dog", "<new1>", &n1) : NULL;
+    float *f3 = te ? feats(te, m->tokenizer, m->pad, "a photo of a <new3> cat", "<new3>", &n3) : NULL;
+    lk_safetensors *a = NULL, *b = NULL, *mm = NULL;
+    CHECK_OK(lk_safetensors_open(&a, fa));
+    CHECK_OK(lk_safetensors_open(&b, fb));
+    CHECK_OK(lk_safetensors_open(&mm, fm));
+    double r1 = 0, ref1 = 0, r3 = 0, ref3 = 0, mr1 = 0, mref1 = 0, mr3 = 0, mref3 = 0;
+    double dm = 0, dref = 0, da = 0, db = 0, dmean = 0;
+    int layers = 0;
+    for (int i = 0; a && b && mm && f1 && f3 && freg && i < nw; i++) {
+        const lk_tensor *t = lk_weights_at(uw, i);
+        if (!base[i]) continue;
+        int64_t n = 0;
+        float *x = lk_t_load(a, t->name, &n), *y = lk_t_load(b, t->name, NULL), *z = lk_t_load(mm, t->name, NULL);
+        if (x && y && z && n == lk_numel(t)) {
+            const int64_t o = t->shape[0], d = t->shape[1];
+            float *mean = malloc(sizeof(float) * (size_t)n);
+            for (int64_t k = 0; k < n; k++) mean[k] = 0.5f * (x[k] + y[k]);
+            fw_diff(f1, n1, z, x, o, d, &r1, &ref1);
+            fw_diff(f3, n3, z, y, o, d, &r3, &ref3);
+            fw_diff(f1, n1, mean, x, o, d, &mr1, &mref1);
+            fw_diff(f3, n3, mean, y, o, d, &mr3, &mref3);
+            fw_diff(freg, nreg, z, base[i], o, d, &dm, &dref);
+            fw_diff(freg, nreg, x, base[i], o, d, &da, &dref);
+            fw_diff(freg, nreg, y, base[i], o, d, &db, &dref);
+            fw_diff(freg, nreg, mean, base[i], o, d, &dmean, &dref);
+            free(mean);
+            layers++;
+        }
+        free(x);
+        free(y);
+        free(z);
+    }
+    const double e1 = r1 / fmax(ref1, 1e-30), e3 = r3 / fmax(ref3, 1e-30);
+    printf("%s merge constraints over %d K/V layers: concept 1 max|C1 (W - W1)^T| %.3g (rel %.3g), "
+           "concept 2 %.3g (rel %.3g); the mean merge instead: %.3g, %.3g\n",
+           layers == 32 && e1 < 1e-4 && e3 < 1e-4 ? "ok" : "FAIL", layers, r1, e1, r3, e3, mr1, mr3);
+    printf("merge on a generic caption: max|Creg (W - W0)^T| merged %.3g, file 1 %.3g, file 2 %.3g, "
+           "mean merge %.3g (|Creg W0^T| %.3g)\n", dm, da, db, dmean, dref);
+    CHECK(layers == 32);
+    CHECK(e1 < 1e-4 && e3 < 1e-4);
+    CHECK(mr1 > 10.0 * r1 && mr3 > 10.0 * r3);
+    CHECK(dm < 0.1 * dref && dm < fmax(da, db));
+    const char *how = mm ? lk_safetensors_meta(mm, "likeness.merge") : NULL;
+    CHECK(how && strstr(how, "constrained least squares"));
+    lk_safetensors_close(a);
+    lk_safetensors_close(b);
+    lk_safetensors_close(mm);
+    for (int i = 0; i < nw; i++) free(base[i]);
+    free(base);
+    free(f1);
+    free(f3);
+    free(freg);
+    lk_clip_text_free(te);
+    lk_sd_model_free(m);
+}
+
 static void test_two_concepts_merge_resume(void) {
     char cls[512], b_dir[512], f2[512], f3[512], fm[512], ck[512];
     lk_cd_opts o;
@@ -267,7 +401,7 @@ static void test_two_concepts_merge_resume(void) {
     }
     char f1[512];
     tpath("cd1.safetensors", f1, sizeof f1);
-    CHECK_OK(lk_custom_diffusion_merge(f1, f3, tpath("merged.safetensors", fm, sizeof fm)));
+    CHECK_OK(lk_custom_diffusion_merge(golden, NULL, f1, f3, tpath("merged.safetensors", fm, sizeof fm)));
     lk_safetensors *a = NULL, *b = NULL, *mm = NULL;
     CHECK_OK(lk_safetensors_open(&a, f1));
     CHECK_OK(lk_safetensors_open(&b, f3));
@@ -276,20 +410,11 @@ static void test_two_concepts_merge_resume(void) {
         CHECK(lk_safetensors_find(mm, "<new1>") && lk_safetensors_find(mm, "<new3>"));
         const char *tk = lk_safetensors_meta(mm, "likeness.tokens");
         CHECK(tk && !strcmp(tk, "<new1>,<new3>"));
-        const char *k = "up_blocks.1.attentions.0.transformer_blocks.0.attn2.to_v.weight";
-        int64_t n = 0;
-        float *x = lk_t_load(a, k, &n), *y = lk_t_load(b, k, NULL), *z = lk_t_load(mm, k, NULL);
-        if (x && y && z) {
-            for (int64_t i = 0; i < n; i++) x[i] = 0.5f * (x[i] + y[i]);
-            lk_t_close("merge: mean of the K/V weights", z, x, (size_t)n, 0.0f, 0.0f);
-        }
-        free(x);
-        free(y);
-        free(z);
     }
     lk_safetensors_close(a);
     lk_safetensors_close(b);
     lk_safetensors_close(mm);
+    check_merge(f1, f3, fm);
     /* the merged file applies (both tokens) */
     lk_sd_model *m = NULL;
     CHECK_OK(lk_sd_model_load(&m, golden, NULL));
@@ -301,7 +426,8 @@ static void test_two_concepts_merge_resume(void) {
     free(rows);
     lk_sd_model_free(m);
     /* merging a file with itself: the same token twice */
-    CHECK(lk_custom_diffusion_merge(f1, f1, fm) == LK_ERR_INVALID);
+    CHECK(lk_custom_diffusion_merge(golden, NULL, f1, f1, fm) == LK_ERR_INVALID);
+    CHECK(lk_custom_diffusion_merge(NULL, NULL, f1, f3, fm) == LK_ERR_INVALID);
 }
 
 static void test_errors(void) {

@@ -127,14 +127,23 @@ int lk_custom_diffusion_layer_count(const lk_train_method *m);
 lk_status lk_custom_diffusion_apply(lk_sd_model *m, const char *path, float **rows, int *n_tokens,
                                     int *dim);
 
-/* Merge two Custom Diffusion files trained on the same base model into one. The simple merge:
- * every layer present in both gets the mean of the two weights (= base + mean of the two deltas,
- * since both files store full weights of the same base); a layer in one file only is kept as it
- * is; the tokens of both files are kept (the same token in both is LK_ERR_INVALID). Kumari et
- * al.'s constrained least-squares merge (sec. 3.2) keeps each concept's K/V outputs exact on
- * its own prompts and is better for dissimilar concepts; it is not implemented yet. The output
- * is written atomically with "likeness.merged_from" metadata. */
-lk_status lk_custom_diffusion_merge(const char *a, const char *b, const char *out);
+/* Merge two Custom Diffusion files trained on the base model `model` (folder or single file;
+ * tokenizer_dir as lk_sd_load_opts.tokenizer_dir, NULL = default) into one, by Kumari et al.
+ * 2022 sec. 3.2: for every cross-attention K/V weight W (d_out x d_in) with base weight W0,
+ *   minimize ||C_reg W^T - C_reg W0^T||_F  subject to  C W^T = V,
+ * C = the final text-encoder features of each file's token prompt ("a photo of a TOKEN CLASS",
+ * CLASS from the file's likeness.class, else "a photo of a TOKEN"), positions from the token
+ * through EOS; V = each concept's rows times its own file's W^T (base W0 for a layer its file
+ * lacks); C_reg = features (BOS..EOS) of 96 generic captions through the base encoder. Closed
+ * form W^T = W0^T + A^-1 C^T (C A^-1 C^T)^-1 (V - C W0^T), A = C_reg^T C_reg + 1e-5 tr/d I, in
+ * double. Fallback, recorded in "likeness.merge": the mean of the two weights when the
+ * constraint system is singular or has more rows than d_in; layers that do not read the text
+ * features (to_q, to_out) get the mean too; a layer in one file only is kept as is there. The
+ * tokens of both files are kept (the same token in both is LK_ERR_INVALID, checked before the
+ * model loads); LK_ERR_FORMAT for a layer missing from / misshapen in the base UNet. The output
+ * is F32, written atomically with "likeness.merged_from" and "likeness.merge" metadata. */
+lk_status lk_custom_diffusion_merge(const char *model, const char *tokenizer_dir, const char *a,
+                                    const char *b, const char *out);
 
 #ifdef __cplusplus
 }

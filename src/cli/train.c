@@ -28,7 +28,7 @@ static void train_usage(FILE *f) {
     fprintf(f,
 "usage: likeness train ti|lora|dreambooth|custom --model BASE --images DIR --token TOKEN\n"
 "                      --out OUT [options]\n"
-"       likeness train custom-merge A.safetensors B.safetensors --out M.safetensors\n"
+"       likeness train custom-merge --model BASE A.safetensors B.safetensors --out M.safetensors\n"
 "\n"
 "Methods:\n"
 "  ti          Textual Inversion (Gal et al. 2022): learns new token vectors; writes an A1111\n"
@@ -50,8 +50,10 @@ static void train_usage(FILE *f) {
 "              projections and one new token per concept; writes OUT.safetensors (likeness\n"
 "              generate --custom OUT). Defaults: 250 steps, lr 1e-5, batch 1, clipping 1.0,\n"
 "              token <new1>, caption \"a TOKEN CLASS\". Weights are float32 (no --half).\n"
-"  custom-merge  joins two Custom Diffusion files of the same base model into one (K/V\n"
-"              weights averaged, the tokens of both kept).\n"
+"  custom-merge  joins two Custom Diffusion files of the base model BASE into one by the\n"
+"              paper's constrained merge (sec. 3.2): each concept's prompt features keep its\n"
+"              own K/V outputs exactly, generic captions stay close to BASE; the tokens of both\n"
+"              are kept (--tokenizer DIR for a single-file BASE).\n"
 "\n");
     fprintf(f,
 "Required:\n"
@@ -655,9 +657,9 @@ static lk_status on_validate(void *ud, lk_trainer *tr, int64_t step) {
 
 /* ---- the commands ---- */
 
-/* `likeness train custom-merge A B --out M` (argv[0] is "custom-merge"). */
+/* `likeness train custom-merge --model BASE A B --out M` (argv[0] is "custom-merge"). */
 static int cli_custom_merge(int argc, char **argv) {
-    const char *in[2] = {NULL, NULL}, *out = NULL;
+    const char *in[2] = {NULL, NULL}, *out = NULL, *model = NULL, *tokdir = NULL;
     int n_in = 0;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
@@ -665,15 +667,18 @@ static int cli_custom_merge(int argc, char **argv) {
             train_usage(stdout);
             return 0;
         }
-        if (!strcmp(o, "--out")) {
+        if (!strcmp(o, "--out") || !strcmp(o, "--model") || !strcmp(o, "--tokenizer")) {
             if (i + 1 >= argc) {
-                fprintf(stderr, "likeness train: --out needs a value\n");
+                fprintf(stderr, "likeness train: %s needs a value\n", o);
                 return EXIT_USAGE;
             }
-            out = argv[++i];
+            const char *v = argv[++i];
+            if (o[2] == 'o') out = v;
+            else if (o[2] == 'm') model = v;
+            else tokdir = v;
         } else if (o[0] == '-' && o[1]) {
             fprintf(stderr, "likeness train: custom-merge: unknown option '%s' (usage: likeness "
-                    "train custom-merge A.safetensors B.safetensors --out M.safetensors)\n", o);
+                    "train custom-merge --model BASE A.safetensors B.safetensors --out M.safetensors)\n", o);
             return EXIT_USAGE;
         } else if (n_in < 2) in[n_in++] = o;
         else {
@@ -681,13 +686,13 @@ static int cli_custom_merge(int argc, char **argv) {
             return EXIT_USAGE;
         }
     }
-    if (n_in != 2 || !out) {
-        fprintf(stderr, "likeness train: usage: likeness train custom-merge A.safetensors "
-                "B.safetensors --out M.safetensors\n");
+    if (n_in != 2 || !out || !model) {
+        fprintf(stderr, "likeness train: usage: likeness train custom-merge --model BASE "
+                "A.safetensors B.safetensors --out M.safetensors\n");
         return EXIT_USAGE;
     }
     if (!parent_exists("--out", out)) return EXIT_RUNTIME;
-    if (lk_custom_diffusion_merge(in[0], in[1], out) != LK_OK) {
+    if (lk_custom_diffusion_merge(model, tokdir, in[0], in[1], out) != LK_OK) {
         fprintf(stderr, "likeness train: custom-merge: %s\n", lk_last_error());
         return EXIT_RUNTIME;
     }
