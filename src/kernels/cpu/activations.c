@@ -15,86 +15,8 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__AVX512F__) || defined(__AVX2__)
-#include <immintrin.h>
-#endif
 
-/* ---------------- the vector layer ---------------- */
-#if defined(__AVX512F__)
-typedef __m512 vf;
-#define VW 16
-#define v_ld(p) _mm512_loadu_ps(p)
-#define v_st(p, v) _mm512_storeu_ps((p), (v))
-#define v_set(c) _mm512_set1_ps(c)
-#define v_add(a, b) _mm512_add_ps((a), (b))
-#define v_sub(a, b) _mm512_sub_ps((a), (b))
-#define v_mul(a, b) _mm512_mul_ps((a), (b))
-#define v_fma(a, b, c) _mm512_fmadd_ps((a), (b), (c))  /* a*b + c */
-#define v_fms(a, b, c) _mm512_fmsub_ps((a), (b), (c))  /* a*b - c */
-#define v_fnma(a, b, c) _mm512_fnmadd_ps((a), (b), (c)) /* c - a*b */
-/* min/max return the second operand when one is NaN: keep x second so NaN propagates */
-#define v_max(c, x) _mm512_max_ps((c), (x))
-#define v_min(c, x) _mm512_min_ps((c), (x))
-#define v_abs(a) _mm512_abs_ps(a)
-/* where x < 0: a, else b */
-#define v_sel_neg(x, a, b) \
-    _mm512_mask_blend_ps(_mm512_cmp_ps_mask((x), _mm512_setzero_ps(), _CMP_LT_OQ), (b), (a))
-static inline vf v_round(vf x) {
-    return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-}
-static inline vf v_pow2_mul(vf p, vf n) { return _mm512_scalef_ps(p, n); } /* p * 2^n */
-static inline vf v_rcp(vf x) { return _mm512_div_ps(_mm512_set1_ps(1.0f), x); }
-#elif defined(__AVX2__) && defined(__FMA__)
-typedef __m256 vf;
-#define VW 8
-#define v_ld(p) _mm256_loadu_ps(p)
-#define v_st(p, v) _mm256_storeu_ps((p), (v))
-#define v_set(c) _mm256_set1_ps(c)
-#define v_add(a, b) _mm256_add_ps((a), (b))
-#define v_sub(a, b) _mm256_sub_ps((a), (b))
-#define v_mul(a, b) _mm256_mul_ps((a), (b))
-#define v_fma(a, b, c) _mm256_fmadd_ps((a), (b), (c))
-#define v_fms(a, b, c) _mm256_fmsub_ps((a), (b), (c))
-#define v_fnma(a, b, c) _mm256_fnmadd_ps((a), (b), (c))
-#define v_max(c, x) _mm256_max_ps((c), (x))
-#define v_min(c, x) _mm256_min_ps((c), (x))
-#define v_abs(a) _mm256_andnot_ps(_mm256_set1_ps(-0.0f), (a))
-#define v_sel_neg(x, a, b) \
-    _mm256_blendv_ps((b), (a), _mm256_cmp_ps((x), _mm256_setzero_ps(), _CMP_LT_OQ))
-static inline vf v_round(vf x) {
-    return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-}
-/* p * 2^n for integral n in [-150, 129]: two exactly representable factors 2^n1 * 2^n2 */
-static inline vf v_pow2_mul(vf p, vf n) {
-    __m256i ni = _mm256_cvtps_epi32(n);
-    __m256i n1 = _mm256_srai_epi32(ni, 1);
-    __m256i n2 = _mm256_sub_epi32(ni, n1);
-    __m256i bias = _mm256_set1_epi32(127);
-    vf f1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
-    vf f2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
-    return _mm256_mul_ps(_mm256_mul_ps(p, f1), f2);
-}
-static inline vf v_rcp(vf x) { return _mm256_div_ps(_mm256_set1_ps(1.0f), x); }
-#else
-typedef float vf;
-#define VW 1
-#define v_ld(p) (*(p))
-#define v_st(p, v) (*(p) = (v))
-#define v_set(c) (c)
-#define v_add(a, b) ((a) + (b))
-#define v_sub(a, b) ((a) - (b))
-#define v_mul(a, b) ((a) * (b))
-#define v_fma(a, b, c) fmaf((a), (b), (c))
-#define v_fms(a, b, c) fmaf((a), (b), -(c))
-#define v_fnma(a, b, c) fmaf(-(a), (b), (c))
-#define v_max(c, x) ((x) < (c) ? (c) : (x))
-#define v_min(c, x) ((x) > (c) ? (c) : (x))
-#define v_abs(a) fabsf(a)
-#define v_sel_neg(x, a, b) ((x) < 0.0f ? (a) : (b))
-static inline vf v_round(vf x) { return nearbyintf(x); }
-static inline vf v_pow2_mul(vf p, vf n) { return ldexpf(p, (int)n); }
-static inline vf v_rcp(vf x) { return 1.0f / x; }
-#endif
+#include "kernels/cpu/simd.h"
 
 /* exp(x), about 1 ulp; overflow to +inf, underflow through the denormals to 0, NaN kept. */
 static inline vf v_exp(vf x) {
