@@ -409,17 +409,9 @@ int main(int argc, char **argv) {
             fprintf(f, "%s\n", js);
         }
         fclose(f);
+        /* torch_ops.py lives in the source tree's bench/ (the build bakes its path in) */
         const char *dir = getenv("LK_BENCH_DIR");
-        char here[2048] = "bench";
-        if (!dir) {
-            /* torch_ops.py lives next to the source; found via the executable's path or cwd */
-            ssize_t l = readlink("/proc/self/exe", here, sizeof here - 1);
-            here[l > 0 ? l : 0] = '\0';
-            char *s = strstr(here, "/build");
-            if (s) strcpy(s, "/bench");
-            else strcpy(here, "bench");
-            dir = here;
-        }
+        if (!dir) dir = LK_SOURCE_DIR "/bench";
         snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=%d /usr/bin/python3 %s/torch_ops.py %d < %s", threads, dir,
                  threads, path);
         FILE *p = popen(cmd, "r");
