@@ -231,6 +231,31 @@ int lk_t_gradcheck(const char *what, lk_t_fn fn, void *ud, lk_tensor **in, int n
     return all_ok;
 }
 
+void lk_t_write_subject_png(const char *path, int w, int h, int seed) {
+    lk_image img;
+    lk_t_checks++;
+    if (lk_image_alloc(&img, w, h, 3) != LK_OK) {
+        lk_t_failures++;
+        fprintf(stderr, "FAIL cannot allocate a %dx%d image\n", w, h);
+        return;
+    }
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            uint8_t *p = img.px + ((size_t)y * (size_t)w + (size_t)x) * 3;
+            float cx = (float)x - (float)w * (0.3f + 0.1f * (float)(seed % 4));
+            float cy = (float)y - (float)h * 0.5f;
+            bool disk = cx * cx + cy * cy < (float)(w * h) * 0.06f;
+            p[0] = (uint8_t)(disk ? 220 - 50 * (seed / 4) : (x * 255) / w);
+            p[1] = (uint8_t)(disk ? 40 + 30 * (seed % 3) : (y * 255) / h);
+            p[2] = (uint8_t)(disk ? 60 : 128 + 20 * (seed % 4));
+        }
+    if (lk_image_save_png(&img, path, NULL) != LK_OK) {
+        lk_t_failures++;
+        fprintf(stderr, "FAIL writing %s: %s\n", path, lk_last_error());
+    }
+    lk_image_free(&img);
+}
+
 int lk_t_done(void) {
     if (lk_t_checks == 0 && lk_t_failures == 0) {
         fprintf(stderr, "FAIL: no checks ran\n");

@@ -65,6 +65,9 @@ int lk_t_gradcheck(const char *what, lk_t_fn fn, void *ud, lk_tensor **in, int n
 
 /* Fill with uniform values in [lo, hi) from a simple deterministic generator. */
 void lk_t_fill_uniform(float *x, size_t n, float lo, float hi, uint64_t seed);
+/* Write a synthetic RGB PNG of w x h: a coloured disk (the "subject", placed and tinted by seed)
+ * on a gradient background, for training tests. Counts a failed check if writing fails. */
+void lk_t_write_subject_png(const char *path, int w, int h, int seed);
 /* Print summary; return process exit code (0 only if no check failed and at least one ran). */
 int lk_t_done(void);
 /* Wall-clock seconds (monotonic). */

@@ -23,25 +23,6 @@ static const char *tpath(const char *rel, char *buf, size_t n) {
     return buf;
 }
 
-static void write_png(const char *path, int w, int h, int seed) {
-    lk_image img;
-    if (lk_image_alloc(&img, w, h, 3) != LK_OK) {
-        CHECK(0);
-        return;
-    }
-    for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++) {
-            uint8_t *p = img.px + ((size_t)y * (size_t)w + (size_t)x) * 3;
-            float cx = (float)x - (float)w * (0.3f + 0.1f * (float)(seed % 4));
-            float cy = (float)y - (float)h * 0.5f;
-            bool disk = cx * cx + cy * cy < (float)(w * h) * 0.06f;
-            p[0] = (uint8_t)(disk ? 220 - 50 * (seed / 4) : (x * 255) / w);
-            p[1] = (uint8_t)(disk ? 40 + 30 * (seed % 3) : (y * 255) / h);
-            p[2] = (uint8_t)(disk ? 60 : 128 + 20 * (seed % 4));
-        }
-    CHECK_OK(lk_image_save_png(&img, path, NULL));
-    lk_image_free(&img);
-}
 
 static void make_dir(const char *rel, int n, int seed0) {
     char p[512], f[600];
@@ -49,7 +30,7 @@ static void make_dir(const char *rel, int n, int seed0) {
     mkdir(p, 0755);
     for (int i = 0; i < n; i++) {
         snprintf(f, sizeof f, "%s/img%02d.png", p, i);
-        write_png(f, 64 + 8 * (i % 2), 64, seed0 + i);
+        lk_t_write_subject_png(f, 64 + 8 * (i % 2), 64, seed0 + i);
     }
 }
 

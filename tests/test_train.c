@@ -341,27 +341,6 @@ static void test_golden_ti(void) {
     lk_trainer_free(tr);
 }
 
-/* ---- synthetic images ---- */
-
-static void write_png(const char *path, int w, int h, int seed) {
-    lk_image img;
-    if (lk_image_alloc(&img, w, h, 3) != LK_OK) {
-        CHECK(0);
-        return;
-    }
-    for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++) {
-            uint8_t *p = img.px + ((size_t)y * (size_t)w + (size_t)x) * 3;
-            float cx = (float)x - (float)w * (0.3f + 0.1f * (float)(seed % 4));
-            float cy = (float)y - (float)h * 0.5f;
-            bool disk = cx * cx + cy * cy < (float)(w * h) * 0.06f;
-            p[0] = (uint8_t)(disk ? 220 : (x * 255) / w);
-            p[1] = (uint8_t)(disk ? 40 + 30 * (seed % 3) : (y * 255) / h);
-            p[2] = (uint8_t)(disk ? 60 : 128 + 20 * seed);
-        }
-    CHECK_OK(lk_image_save_png(&img, path, NULL));
-    lk_image_free(&img);
-}
 
 static void make_dir(const char *rel, int n_images, int w, int h) {
     char p[512], f[600];
@@ -369,7 +348,7 @@ static void make_dir(const char *rel, int n_images, int w, int h) {
     mkdir(p, 0755);
     for (int i = 0; i < n_images; i++) {
         snprintf(f, sizeof f, "%s/img%02d.png", p, i);
-        write_png(f, w + 8 * (i % 2), h + 4 * (i % 3), i);
+        lk_t_write_subject_png(f, w + 8 * (i % 2), h + 4 * (i % 3), i);
     }
 }
 
@@ -823,7 +802,7 @@ static void test_errors(void) {
            "a truncated image");
     make_dir("small", 3, 64, 64);
     snprintf(q, sizeof q, "%s/img02.png", tpath("small", p, sizeof p));
-    write_png(q, 40, 48, 2);
+    lk_t_write_subject_png(q, 40, 48, 2);
     expect(try_train("small", "<x>", false, false, NULL), LK_ERR_INVALID, "smaller than the training",
            "an image below the resolution");
     expect(try_train("small", "<x>", false, true, NULL), LK_OK, NULL,
