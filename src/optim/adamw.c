@@ -41,13 +41,7 @@ lk_adamw *lk_adamw_new(lk_paramset *ps, lk_adamw_config cfg) {
         return NULL;
     }
     int n = lk_paramset_count(ps);
-    for (int i = 0; i < n; i++) {
-        if (!lk_paramset_get(ps, i)->grad) {
-            lk_fail(LK_ERR_STATE, "adamw_new: paramset not finalized ('%s' has no gradient)",
-                    lk_paramset_get(ps, i)->name);
-            return NULL;
-        }
-    }
+    if (lk__optim_require_grads(ps, "adamw_new") != LK_OK) return NULL;
     lk_adamw *o = calloc(1, sizeof *o);
     int64_t *off = lk__optim_offsets(ps, n);
     if (!o || !off) goto nomem;

@@ -46,6 +46,14 @@ lk_status lk__optim_check(const lk_paramset *ps, int n, const int64_t *off, bool
     return LK_OK;
 }
 
+lk_status lk__optim_require_grads(const lk_paramset *ps, const char *who) {
+    for (int i = 0; i < lk_paramset_count(ps); i++)
+        if (!lk_paramset_get(ps, i)->grad)
+            return lk_fail(LK_ERR_STATE, "%s: paramset not finalized ('%s' has no gradient)", who,
+                           lk_paramset_get(ps, i)->name);
+    return LK_OK;
+}
+
 static lk_status key(char *buf, size_t len, const char *prefix, const char *what, int i) {
     int k = i < 0 ? snprintf(buf, len, "%s%s", prefix ? prefix : "", what)
                   : snprintf(buf, len, "%s%s.%d", prefix ? prefix : "", what, i);

@@ -22,6 +22,8 @@ int64_t *lk__optim_offsets(const lk_paramset *ps, int n);
  * need_grad, every parameter must have its gradient. */
 lk_status lk__optim_check(const lk_paramset *ps, int n, const int64_t *off, bool need_grad,
                           const char *who);
+/* LK_ERR_STATE naming the first parameter without a gradient (the set was not finalized). */
+lk_status lk__optim_require_grads(const lk_paramset *ps, const char *who);
 /* Save "<prefix>step" (I64 [1]) / per-parameter buffers "<prefix><what>.<i>". */
 lk_status lk__optim_save_step(lk_st_writer *w, const char *prefix, int64_t step);
 lk_status lk__optim_save_bufs(lk_st_writer *w, const char *prefix, const char *what,

@@ -35,13 +35,7 @@ lk_sgd *lk_sgd_new(lk_paramset *ps, lk_sgd_config cfg) {
         return NULL;
     }
     int n = lk_paramset_count(ps);
-    for (int i = 0; i < n; i++) {
-        if (!lk_paramset_get(ps, i)->grad) {
-            lk_fail(LK_ERR_STATE, "sgd_new: paramset not finalized ('%s' has no gradient)",
-                    lk_paramset_get(ps, i)->name);
-            return NULL;
-        }
-    }
+    if (lk__optim_require_grads(ps, "sgd_new") != LK_OK) return NULL;
     lk_sgd *o = calloc(1, sizeof *o);
     int64_t *off = lk__optim_offsets(ps, n);
     if (!o || !off) goto nomem;
