@@ -7,19 +7,6 @@
 
 #include "harness.h"
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) n = 0;
-    if (b) b[n] = 0;
-    fclose(f);
-    return b;
-}
-
 /* every tensor of ref (floating) exists in got with the same shape, and counts agree */
 static void same_layout(const char *what, const lk_weights *got, const lk_weights *ref) {
     int bad = 0, nref = 0;
@@ -42,19 +29,15 @@ static void same_layout(const char *what, const lk_weights *got, const lk_weight
 int main(void) {
     char path[4096];
     const char *g = lk_t_golden_dir();
-    snprintf(path, sizeof path, "%s/unet/config.json", g);
-    char *ucfg = slurp(path);
-    snprintf(path, sizeof path, "%s/vae/config.json", g);
-    char *vcfg = slurp(path);
-    snprintf(path, sizeof path, "%s/text_encoder/config.json", g);
-    char *tcfg = slurp(path);
-    REQUIRE(ucfg && vcfg && tcfg);
     lk_unet_config uc;
     lk_vae_config vc;
     lk_clip_text_config tc;
-    CHECK_OK(lk_unet_config_parse(&uc, ucfg, strlen(ucfg), "unet"));
-    CHECK_OK(lk_vae_config_parse(&vc, vcfg, strlen(vcfg), "vae"));
-    CHECK_OK(lk_clip_text_config_parse(&tc, tcfg, strlen(tcfg), "text_encoder"));
+    snprintf(path, sizeof path, "%s/unet/config.json", g);
+    CHECK_OK(lk_unet_config_load(&uc, path));
+    snprintf(path, sizeof path, "%s/vae/config.json", g);
+    CHECK_OK(lk_vae_config_load(&vc, path));
+    snprintf(path, sizeof path, "%s/text_encoder/config.json", g);
+    CHECK_OK(lk_clip_text_config_load(&tc, path));
 
     lk_weights *u1 = lk_weights_new(), *u2 = lk_weights_new(), *v = lk_weights_new(), *t = lk_weights_new();
     CHECK_OK(lk_unet_init_weights(u1, &uc, NULL, LK_F32, 7));
@@ -115,8 +98,5 @@ int main(void) {
     lk_weights_free(ru);
     lk_weights_free(rv);
     lk_weights_free(rt);
-    free(ucfg);
-    free(vcfg);
-    free(tcfg);
     return lk_t_done();
 }
