@@ -119,6 +119,40 @@ typedef struct dim_ud {
     bool keep, mean;
 } dim_ud;
 
+/* l1_loss and exp against torch (values and gradients) */
+static void run_l1_exp(const lk_safetensors *st) {
+    lk_ctx *ctx = lk_ctx_new();
+    lk_tensor *a = lk_t_param(st, "l1.a"), *b = lk_t_param(st, "l1.b");
+    float *w[6] = {lk_t_load(st, "l1.y", NULL), lk_t_load(st, "l1.ga", NULL),
+                   lk_t_load(st, "l1.gb", NULL), lk_t_load(st, "exp.y", NULL),
+                   lk_t_load(st, "exp.ga", NULL), NULL};
+    CHECK(ctx && a && b && w[0] && w[1] && w[2] && w[3] && w[4]);
+    if (!(ctx && a && b && w[0] && w[1] && w[2] && w[3] && w[4])) return;
+    lk_set_requires_grad(a, true);
+    lk_set_requires_grad(b, true);
+    const size_t n = (size_t)lk_numel(a);
+    lk_tensor *y = lk_l1_loss(ctx, a, b);
+    CHECK(y != NULL);
+    if (!y) return;
+    lk_t_close("l1 value", y->data, w[0], 1, 1e-6f, 1e-6f);
+    CHECK(lk_backward(ctx, y) == LK_OK);
+    lk_t_close("l1 grad a (ties give 0)", a->grad, w[1], n, 1e-7f, 1e-6f);
+    lk_t_close("l1 grad b", b->grad, w[2], n, 1e-7f, 1e-6f);
+    lk_zero_grad(a);
+    lk_ctx_reset(ctx);
+    lk_set_requires_grad(b, false);
+    lk_tensor *e = lk_exp(ctx, a);
+    CHECK(e != NULL);
+    if (!e) return;
+    lk_t_close("exp value", e->data, w[3], n, 1e-7f, 1e-6f);
+    CHECK(lk_backward(ctx, lk_sum(ctx, lk_mul(ctx, e, b))) == LK_OK);
+    lk_t_close("exp grad", a->grad, w[4], n, 1e-7f, 1e-6f);
+    for (int i = 0; i < 5; i++) free(w[i]);
+    lk_param_free(a);
+    lk_param_free(b);
+    lk_ctx_free(ctx);
+}
+
 static lk_tensor *gc_dim(lk_ctx *ctx, lk_tensor **in, int n, void *ud) {
     const dim_ud *u = ud;
     return u->mean ? lk_mean_dim(ctx, in[0], u->dim, u->keep) : lk_sum_dim(ctx, in[0], u->dim, u->keep);
@@ -127,6 +161,12 @@ static lk_tensor *gc_sum(lk_ctx *ctx, lk_tensor **in, int n, void *ud) { return 
 static lk_tensor *gc_mean(lk_ctx *ctx, lk_tensor **in, int n, void *ud) { return lk_mean(ctx, in[0]); }
 static lk_tensor *gc_mse(lk_ctx *ctx, lk_tensor **in, int n, void *ud) {
     return lk_mse_loss(ctx, in[0], in[1]);
+}
+static lk_tensor *gc_l1(lk_ctx *ctx, lk_tensor **in, int n, void *ud) {
+    return lk_l1_loss(ctx, in[0], in[1]);
+}
+static lk_tensor *gc_exp(lk_ctx *ctx, lk_tensor **in, int n, void *ud) {
+    return lk_mean(ctx, lk_mul(ctx, lk_exp(ctx, in[0]), in[1]));
 }
 /* mean over a transposed view, then the mean of squares through mul: exercises the chain */
 static lk_tensor *gc_chain(lk_ctx *ctx, lk_tensor **in, int n, void *ud) {
@@ -156,6 +196,8 @@ static void gradchecks(void) {
     lk_t_gradcheck("mean_dim(transpose) then mean(m*m)", gc_chain, NULL, &x, 1, 8, 1e-2f, 1e-3f);
     lk_tensor *in[2] = {x, rand_param(LK_DIMS(3, 4, 5), 6)};
     lk_t_gradcheck("mse_loss", gc_mse, NULL, in, 2, 10, 1e-2f, 1e-3f);
+    lk_t_gradcheck("l1_loss", gc_l1, NULL, in, 2, 10, 1e-3f, 1e-3f);
+    lk_t_gradcheck("exp", gc_exp, NULL, in, 2, 10, 1e-2f, 1e-3f);
     lk_param_free(in[1]);
     lk_param_free(x);
 }
@@ -196,6 +238,7 @@ int main(void) {
     run_total(st, "mean_odd", true);
     run_mse(st, "mse");
     run_mse(st, "mse_odd");
+    run_l1_exp(st);
     gradchecks();
     kernel_checks();
 

@@ -70,6 +70,7 @@ lk_tensor *lk_sub(lk_ctx *ctx, lk_tensor *a, lk_tensor *b);
 lk_tensor *lk_mul(lk_ctx *ctx, lk_tensor *a, lk_tensor *b);
 lk_tensor *lk_scale(lk_ctx *ctx, lk_tensor *x, float s);          /* x * s */
 lk_tensor *lk_add_scalar(lk_ctx *ctx, lk_tensor *x, float s);     /* x + s */
+lk_tensor *lk_exp(lk_ctx *ctx, lk_tensor *x);                    /* exp(x), elementwise */
 
 /* ---- embeddings ---- */
 /* table (V, D), ids: I64 or I32 tensor of any shape -> (ids..., D). Gradient is sparse: only
@@ -83,6 +84,8 @@ lk_tensor *lk_timestep_embedding(lk_ctx *ctx, lk_tensor *t, int dim, bool flip_s
 
 /* ---- losses and reductions ---- */
 lk_tensor *lk_mse_loss(lk_ctx *ctx, lk_tensor *a, lk_tensor *b); /* mean((a-b)^2), scalar */
+/* mean(|a-b|), scalar (torch.nn.functional.l1_loss; gradient sign(a-b)/n, 0 where a == b) */
+lk_tensor *lk_l1_loss(lk_ctx *ctx, lk_tensor *a, lk_tensor *b);
 lk_tensor *lk_sum(lk_ctx *ctx, lk_tensor *x);                   /* scalar */
 lk_tensor *lk_mean(lk_ctx *ctx, lk_tensor *x);                  /* scalar */
 lk_tensor *lk_sum_dim(lk_ctx *ctx, lk_tensor *x, int dim, bool keepdim);

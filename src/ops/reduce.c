@@ -1,6 +1,9 @@
 /* ops/reduce.c: differentiable reductions (sum, mean, over everything or one dim, with keepdim)
- * and the mean-squared-error loss of diffusion training (Ho et al. 2020, eq. 14). Sums are
+ * the mean-squared-error loss of diffusion training (Ho et al. 2020, eq. 14) and the L1 loss
+ * of autoencoder training (Rombach et al. 2022). Sums are
  * accumulated in double. */
+#include <math.h>
+
 #include "autograd/autograd.h"
 #include "kernels/kernels.h"
 #include "likeness/ops.h"
@@ -144,6 +147,48 @@ lk_tensor *lk_mse_loss(lk_ctx *ctx, lk_tensor *a, lk_tensor *b) {
     *(float *)y->data = lk_mse_forward(a->data, b->data, (size_t)lk_numel(a));
     lk_tensor *in[2] = {a, b};
     lk_node *nd = lk__record(ctx, "mse_loss", mse_backward, y, 2, in);
+    if (!nd) return lk_ctx_status(ctx) == LK_OK ? y : NULL;
+    if (!lk__save(ctx, nd, a) || !lk__save(ctx, nd, b)) return NULL;
+    return y;
+}
+
+static lk_status l1_backward(lk_ctx *ctx, lk_node *nd, const float *dout) {
+    float *da = lk__grad(ctx, nd->in[0]), *db = lk__grad(ctx, nd->in[1]);
+    if (lk_ctx_status(ctx) != LK_OK) return lk_ctx_status(ctx);
+    if (da && da == db) return LK_OK; /* l1(x, x): the two contributions cancel */
+    const float *a = nd->saved[0], *b = nd->saved[1];
+    const int64_t n = lk_numel(nd->in[0]);
+    const float g = dout[0] / (float)n;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) {
+        const float d = a[i] - b[i];
+        const float s = d > 0.0f ? g : (d < 0.0f ? -g : 0.0f);
+        if (da) da[i] += s;
+        if (db) db[i] -= s;
+    }
+    return LK_OK;
+}
+
+lk_tensor *lk_l1_loss(lk_ctx *ctx, lk_tensor *a, lk_tensor *b) {
+    if (!lk__check_inputs(ctx, "l1_loss", 2, a, b)) return NULL;
+    if (!lk_same_shape(a, b)) {
+        char sa[160], sb[160];
+        return lk_ctx_fail(ctx, LK_ERR_INVALID, "l1_loss: shapes %s and %s differ",
+                           lk_shape_str(a, sa, sizeof sa), lk_shape_str(b, sb, sizeof sb));
+    }
+    a = dense_f32(ctx, "l1_loss", a);
+    b = a ? dense_f32(ctx, "l1_loss", b) : NULL;
+    if (!a || !b) return NULL;
+    lk_tensor *y = lk__new_f32(ctx, 0, NULL);
+    if (!y) return NULL;
+    const float *ad = a->data, *bd = b->data;
+    const int64_t n = lk_numel(a);
+    double acc = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : acc) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) acc += fabs((double)ad[i] - (double)bd[i]);
+    *(float *)y->data = (float)(acc / (double)n);
+    lk_tensor *in[2] = {a, b};
+    lk_node *nd = lk__record(ctx, "l1_loss", l1_backward, y, 2, in);
     if (!nd) return lk_ctx_status(ctx) == LK_OK ? y : NULL;
     if (!lk__save(ctx, nd, a) || !lk__save(ctx, nd, b)) return NULL;
     return y;

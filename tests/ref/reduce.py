@@ -37,6 +37,18 @@ def main():
         loss.backward()
         out.update({name + ".a": a, name + ".b": b, name + ".out": loss.reshape(1),
                     name + ".da": a.grad, name + ".db": b.grad})
+    # L1 (autoencoder reconstruction) and exp (posterior std), with a few exact ties a == b
+    a = torch.randn(3, 5, 7, requires_grad=True)
+    b = torch.randn(3, 5, 7)
+    b[0, 0, :3] = a.detach()[0, 0, :3]
+    b.requires_grad_(True)
+    loss = torch.nn.functional.l1_loss(a, b)
+    loss.backward()
+    out.update({"l1.a": a, "l1.b": b, "l1.y": loss.reshape(1), "l1.ga": a.grad, "l1.gb": b.grad})
+    a2 = a.detach().clone().requires_grad_(True)
+    e = torch.exp(a2)
+    (e * b.detach()).sum().backward()
+    out.update({"exp.y": e, "exp.ga": a2.grad})
     lkref.save(path, out, {"torch": torch.__version__})
 
 
