@@ -149,6 +149,43 @@ lk_status lk_prompt_encode_weighted(const lk_tokenizer *t, const char *prompt,
                                     const lk_prompt_opts *opts, int64_t *ids, float *weights,
                                     int max_chunks, int *n_chunks);
 
+/* ---- learning a vocabulary ---- */
+
+typedef struct lk_bpe_learn_opts {
+    int vocab_size; /* ids in vocab.json, incl. the 512 byte symbols and the 2 specials
+                     * (514..49408, e.g. 6000): at most vocab_size - 514 new tokens are learned */
+    int min_count;  /* stop when the best pair occurs fewer times than this (>= 1; 0 = default 2) */
+} lk_bpe_learn_opts;
+
+/* Learn byte-level BPE merges from texts[0..n) as CLIP's vocabulary is built, and write
+ * dir/vocab.json and dir/merges.txt that lk_tokenizer_load reads.
+ * Pieces: every text is cleaned, lower-cased and split exactly as lk_tokenizer_bpe does it (same
+ * pattern, bytes_to_unicode symbols, "</w>" on the last symbol of each piece); <|startoftext|>
+ * and <|endoftext|> in a text are dropped. Pieces over 1,024 bytes are not learned from.
+ * Merging: repeatedly the adjacent symbol pair with the highest count (every adjacent position
+ * of every piece, weighted by how often the piece occurs) is merged in every piece, left to
+ * right without overlap. Ties: the pair whose (left, right) token texts come first in byte
+ * order (compare the left texts' UTF-8 bytes, a prefix before its extensions, then the right).
+ * It stops when vocab_size ids are used, when the best count is below min_count, or when no
+ * pair is left; pairs whose merged text would exceed 256 bytes are never merged. A merge whose
+ * text is already a token (reached by another split) is recorded in merges.txt but takes no new
+ * id, so merges.txt may then have more lines than vocab.json has learned tokens.
+ * Layout: vocab.json = the 256 byte symbols in bytes_to_unicode order, the same 256 with
+ * "</w>", each new token in merge order, "<|startoftext|>", "<|endoftext|>" (ids in that
+ * order, one entry per line); merges.txt = "#version: 0.2", then "left right" per merge.
+ * dir is created if missing (not its parents); both files are first written to temporary files
+ * in dir, then renamed over the old ones (each rename is atomic; a reader between the two
+ * renames sees the new merges.txt with the old vocab.json). Deterministic: the same multiset of
+ * texts gives byte-identical files whatever their order. Time: one pass over the texts, then
+ * each merge rescans only the distinct pieces that contain its pair.
+ * Fails with LK_ERR_INVALID on a NULL argument (texts may be NULL only when n is 0), n < 0, a
+ * NULL texts[i], vocab_size outside 514..49408, min_count < 0, texts over 256 MiB in all, or
+ * when no merge is learned (the loader needs one), writing nothing; LK_ERR_IO when dir or a
+ * file cannot be written (the old files are then left as they were, unless the second rename
+ * fails); LK_ERR_NOMEM. Thread-safe. */
+lk_status lk_bpe_learn(const char *const *texts, int n, const lk_bpe_learn_opts *opts,
+                       const char *dir);
+
 #ifdef __cplusplus
 }
 #endif

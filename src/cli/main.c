@@ -8,6 +8,7 @@
 int lk_cli_info(int argc, char **argv);
 int lk_cli_generate(int argc, char **argv);
 int lk_cli_train(int argc, char **argv);
+int lk_cli_pretrain(int argc, char **argv);
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -17,6 +18,7 @@ static void usage(FILE *f) {
             "  generate ...   text-to-image / img2img (likeness generate --help)\n"
             "  train METHOD   personalize a model from images: ti (Textual Inversion), lora,\n"
             "                 dreambooth, custom (Custom Diffusion); custom-merge (likeness train --help)\n"
+            "  pretrain STAGE train likeness's own emoji model: tokenizer, text, vae, unet, assemble\n"
             "  info MODEL     architecture, parameters, memory, scheduler and hash of a checkpoint\n"
             "  version        print the version and the build's threading\n"
             "  help           this text\n"
@@ -42,6 +44,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "info")) return lk_cli_info(argc - 1, argv + 1);
     if (!strcmp(cmd, "generate")) return lk_cli_generate(argc - 1, argv + 1);
     if (!strcmp(cmd, "train")) return lk_cli_train(argc - 1, argv + 1);
+    if (!strcmp(cmd, "pretrain")) return lk_cli_pretrain(argc - 1, argv + 1);
     fprintf(stderr, "likeness: unknown command '%s' (try 'likeness help')\n", cmd);
     return 2;
 }

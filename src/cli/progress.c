@@ -149,3 +149,38 @@ void lk_cli_progress_note(lk_cli_progress *p, const char *event, const char *fmt
     }
     fflush(p->f);
 }
+
+void lk_cli_progress_train(lk_cli_progress *p, int64_t step, int64_t steps, int64_t step0,
+                           double t_start, float loss, float lr, float grad_norm,
+                           const char *metric_name, float metric) {
+    if (p->silent) return;
+    const double el = lk_cli_now() - t_start;
+    const int64_t done = step - step0;
+    const double per = done > 0 ? el / (double)done : 0.0;
+    const double eta = per * (double)(steps - step);
+    if (!p->tty) {
+        fprintf(p->f, "{\"event\":\"step\",\"step\":%lld,\"steps\":%lld,\"loss\":%.6g,\"lr\":%.6g,"
+                "\"grad_norm\":%.6g,", (long long)step, (long long)steps, (double)loss, (double)lr,
+                (double)grad_norm);
+        if (metric_name) fprintf(p->f, "\"%s\":%.6g,", metric_name, (double)metric);
+        fprintf(p->f, "\"s_per_step\":%.4g,\"eta_s\":%.1f}\n", per, eta);
+        fflush(p->f);
+        return;
+    }
+    enum { W = 24 };
+    char bar[W * 3 + 1], et[32], ea[32], mt[64] = "";
+    const int fill = steps > 0 ? (int)((double)W * (double)step / (double)steps) : W;
+    size_t o = 0;
+    for (int i = 0; i < W; i++) {
+        memcpy(bar + o, i < fill ? "\xe2\x96\x88" : "\xe2\x96\x91", 3);
+        o += 3;
+    }
+    bar[o] = 0;
+    fmt_time(et, sizeof et, el);
+    fmt_time(ea, sizeof ea, eta);
+    if (metric_name) snprintf(mt, sizeof mt, " %s %.4g", metric_name, (double)metric);
+    fprintf(p->f, "\r\033[K%s %lld/%lld loss %.4f%s lr %.2e [%s, %.2f s/it, ETA %s]", bar,
+            (long long)step, (long long)steps, (double)loss, mt, (double)lr, et, per, ea);
+    fflush(p->f);
+    p->bar_open = true;
+}

@@ -41,6 +41,13 @@ void lk_cli_progress_note(lk_cli_progress *p, const char *event, const char *fmt
 /* Finish a drawn bar line (newline). */
 void lk_cli_progress_end_line(lk_cli_progress *p);
 
+/* A training step: bar "████░░ step/steps loss L lr R [metric M] [elapsed, s/it, ETA]" on a
+ * terminal, else one JSON line {"event":"step",...}. step0: the step the run (re)started at,
+ * t_start its start time (lk_cli_now), for the rate and ETA; metric_name NULL: none. */
+void lk_cli_progress_train(lk_cli_progress *p, int64_t step, int64_t steps, int64_t step0,
+                           double t_start, float loss, float lr, float grad_norm,
+                           const char *metric_name, float metric);
+
 /* Monotonic seconds. */
 double lk_cli_now(void);
 

@@ -580,46 +580,10 @@ static int parent_exists(const char *opt, const char *path) {
 
 /* ---- progress and validation ---- */
 
-static void fmt_time(char *buf, size_t n, double s) {
-    if (!(s >= 0.0) || s > 359999.0) {
-        snprintf(buf, n, "--:--");
-        return;
-    }
-    long t = (long)(s + 0.5);
-    if (t >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-    else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
-}
-
 static lk_status on_step(void *ud, const lk_train_stats *st) {
     train_args *a = ud;
-    lk_cli_progress *p = &a->prog;
-    if (p->silent) return LK_OK;
-    const double now = lk_cli_now(), el = now - a->t_start;
-    const int64_t done = st->step - a->step0;
-    const double per = done > 0 ? el / (double)done : 0.0;
-    const double eta = per * (double)(st->steps - st->step);
-    if (!p->tty) {
-        fprintf(p->f, "{\"event\":\"step\",\"step\":%lld,\"steps\":%lld,\"loss\":%.6g,\"lr\":%.6g,"
-                "\"grad_norm\":%.6g,\"s_per_step\":%.4g,\"eta_s\":%.1f}\n", (long long)st->step,
-                (long long)st->steps, (double)st->loss, (double)st->lr, (double)st->grad_norm, per, eta);
-        fflush(p->f);
-        return LK_OK;
-    }
-    enum { W = 24 };
-    char bar[W * 3 + 1], et[32], ea[32];
-    const int fill = (int)((double)W * (double)st->step / (double)st->steps);
-    size_t o = 0;
-    for (int i = 0; i < W; i++) {
-        memcpy(bar + o, i < fill ? "\xe2\x96\x88" : "\xe2\x96\x91", 3);
-        o += 3;
-    }
-    bar[o] = 0;
-    fmt_time(et, sizeof et, el);
-    fmt_time(ea, sizeof ea, eta);
-    fprintf(p->f, "\r\033[K%s %lld/%lld loss %.4f lr %.2e [%s, %.2f s/it, ETA %s]", bar,
-            (long long)st->step, (long long)st->steps, (double)st->loss, (double)st->lr, et, per, ea);
-    fflush(p->f);
-    p->bar_open = true;
+    lk_cli_progress_train(&a->prog, st->step, st->steps, a->step0, a->t_start, st->loss, st->lr,
+                          st->grad_norm, NULL, 0.0f);
     return LK_OK;
 }
 

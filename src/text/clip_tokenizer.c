@@ -676,7 +676,7 @@ static bool lk__py_isspace(uint32_t cp) {
 
 /* Clean text[0..len) as CLIP does (strip, runs of white space -> ' ', lower-case) into a new
  * NUL-terminated UTF-8 string *out of *out_len bytes (free with free()). */
-static lk_status lk__normalize(const char *text, size_t len, char **out, size_t *out_len) {
+lk_status lk__normalize(const char *text, size_t len, char **out, size_t *out_len) {
     *out = NULL;
     *out_len = 0;
     if (len > ((size_t)1 << 28)) return lk_fail(LK_ERR_INVALID, "tokenizer: text longer than 256 MiB");

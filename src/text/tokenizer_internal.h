@@ -1,5 +1,5 @@
-/* tokenizer_internal.h: what prompt_weights.c needs from clip_tokenizer.c beyond the public
- * API: tokenizing a fragment with the span of each added token. Private. */
+/* tokenizer_internal.h: what prompt_weights.c and bpe_learn.c need from clip_tokenizer.c beyond
+ * the public API: tokenizing a fragment with the span of each added token; text cleanup. Private. */
 #ifndef LK_TEXT_TOKENIZER_INTERNAL_H
 #define LK_TEXT_TOKENIZER_INTERNAL_H
 
@@ -22,5 +22,10 @@ lk_status lk__tokenizer_tokenize(const lk_tokenizer *t, const char *text, size_t
 
 /* Id of ",</w>" (A1111's comma token), -1 when the vocabulary has none. */
 int64_t lk__tokenizer_comma(const lk_tokenizer *t);
+
+/* Clean text[0..len) as CLIP does (strip, runs of white space -> ' ', lower-case; invalid
+ * UTF-8 -> U+FFFD) into a new NUL-terminated UTF-8 string *out of *out_len bytes (free with
+ * free()). LK_ERR_NOMEM, or LK_ERR_INVALID for a text over 256 MiB. Used by bpe_learn.c. */
+lk_status lk__normalize(const char *text, size_t len, char **out, size_t *out_len);
 
 #endif

@@ -1,0 +1,76 @@
+/* pretrain_internal.h: what the pretraining stages share: the run (weights, parameter set,
+ * optimizer, EMA, RNG, step), the in-memory training images, and the architectures of the
+ * emoji model. */
+#ifndef LK_PRETRAIN_INTERNAL_H
+#define LK_PRETRAIN_INTERNAL_H
+
+#include "likeness/clip_model.h"
+#include "likeness/emoji_set.h"
+#include "likeness/model_config.h"
+#include "likeness/optim.h"
+#include "likeness/pretrain.h"
+#include "likeness/rng.h"
+#include "likeness/weights.h"
+
+#define LK_PT_IMAGE 64 /* training image side */
+
+/* The images of a split, decoded once: item i is (concept[i], style[i]), pixels at
+ * pixels + i * 64*64*3 (RGB bytes). */
+typedef struct lk__pt_images {
+    int n;
+    int *concept, *style;
+    uint8_t *pixels;
+} lk__pt_images;
+
+typedef struct lk__pt lk__pt;
+struct lk__pt {
+    lk_pretrain_config cfg;
+    lk_emoji_set *set;
+    lk__pt_images img;
+    lk_weights *w;     /* trainable weights, F32 */
+    lk_paramset *ps;
+    lk_adamw *opt;
+    lk_ema *ema;
+    lk_rng rng;
+    int64_t step;
+    lk_ctx *ctx;
+    char name[16];     /* "text", "vae", "unet" */
+    char fingerprint[400]; /* settings a resume must keep */
+    void *st;          /* the stage's state */
+    /* one update's gradients into the parameter set; loss and metric out */
+    lk_status (*grad)(lk__pt *p, float *loss, float *metric);
+    /* write the model (weights as they are now) under dir */
+    lk_status (*export_to)(lk__pt *p, const char *dir);
+    void (*free_stage)(lk__pt *p);
+};
+
+/* architectures (emoji_arch.c) */
+lk_clip_model_config lk__pt_clip_config(int vocab_size);
+lk_vae_config lk__pt_vae_config(void);
+lk_unet_config lk__pt_unet_config(int cross_attention_dim);
+
+/* the split's images (images.c): generator split or everything (evaluator) */
+lk_status lk__pt_images_load(lk__pt_images *im, const lk_emoji_set *set, bool evaluator);
+void lk__pt_images_free(lk__pt_images *im);
+/* item -> floats in [-1, 1], (3, S, S) planar, S = 64 / down (down 1 or 2: 2x2 box average),
+ * cropped at (x0, y0) with side crop (crop 0: the whole image) */
+void lk__pt_image_to_f32(const uint8_t *rgb, float *out, int down, int x0, int y0, int crop);
+
+/* stages */
+lk_status lk__pt_text_setup(lk__pt *p);
+lk_status lk__pt_vae_setup(lk__pt *p);
+lk_status lk__pt_unet_setup(lk__pt *p);
+
+/* export helpers (pretrain_export.c) */
+lk_status lk__pt_mkdirs(const char *path);
+lk_status lk__pt_write_text(const char *path, const char *text);
+lk_status lk__pt_copy_file(const char *src, const char *dst);
+/* every parameter of the run whose name starts with only (NULL: all), its EMA shadow when the
+ * run keeps one, into a safetensors file, F32 or F16, written atomically */
+lk_status lk__pt_save_weights(const lk__pt *p, const char *path, bool fp16, const char *only);
+lk_status lk__pt_save_weights_set(const lk_weights *w, const char *path, bool fp16);
+char *lk__pt_unet_config_json(const lk_unet_config *c);
+char *lk__pt_vae_config_json(const lk_vae_config *c);
+char *lk__pt_text_config_json(const lk_clip_text_config *c);
+
+#endif
