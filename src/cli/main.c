@@ -9,6 +9,8 @@ int lk_cli_info(int argc, char **argv);
 int lk_cli_generate(int argc, char **argv);
 int lk_cli_train(int argc, char **argv);
 int lk_cli_pretrain(int argc, char **argv);
+int lk_cli_bench(int argc, char **argv);
+int lk_cli_demo(int argc, char **argv);
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -19,6 +21,8 @@ static void usage(FILE *f) {
             "  train METHOD   personalize a model from images: ti (Textual Inversion), lora,\n"
             "                 dreambooth, custom (Custom Diffusion); custom-merge (likeness train --help)\n"
             "  pretrain STAGE train likeness's own emoji model: tokenizer, text, vae, unet, assemble\n"
+            "  bench emoji    EmojiBench: personalization methods scored against ground truth\n"
+            "  demo           the whole loop on the bundled emoji model: personalize, draw, rank, HTML\n"
             "  info MODEL     architecture, parameters, memory, scheduler and hash of a checkpoint\n"
             "  version        print the version and the build's threading\n"
             "  help           this text\n"
@@ -45,6 +49,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "generate")) return lk_cli_generate(argc - 1, argv + 1);
     if (!strcmp(cmd, "train")) return lk_cli_train(argc - 1, argv + 1);
     if (!strcmp(cmd, "pretrain")) return lk_cli_pretrain(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench")) return lk_cli_bench(argc - 1, argv + 1);
+    if (!strcmp(cmd, "demo")) return lk_cli_demo(argc - 1, argv + 1);
     fprintf(stderr, "likeness: unknown command '%s' (try 'likeness help')\n", cmd);
     return 2;
 }

@@ -13,8 +13,9 @@
 static lk_status want_int(const cJSON *o, const char *key, int lo, int hi, int *out,
                           const char *label) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int)v->valuedouble ||
-        v->valuedouble < lo || v->valuedouble > hi)
+    /* range first: converting a double outside int's range to int is undefined */
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= lo && v->valuedouble <= hi) ||
+        v->valuedouble != (double)(int)v->valuedouble)
         return lk_fail(LK_ERR_FORMAT, "%s: '%s' must be an integer in %d..%d", label, key, lo, hi);
     *out = (int)v->valuedouble;
     return LK_OK;
@@ -114,7 +115,7 @@ lk_status lk_clip_model_config_save(const lk_clip_model_config *c, const char *p
             "  \"text_config\": {\n    \"hidden_size\": %d,\n    \"intermediate_size\": %d,\n"
             "    \"num_hidden_layers\": %d,\n    \"num_attention_heads\": %d,\n"
             "    \"max_position_embeddings\": %d,\n    \"vocab_size\": %d,\n"
-            "    \"hidden_act\": \"%s\",\n    \"layer_norm_eps\": %g\n  },\n"
+            "    \"hidden_act\": \"%s\",\n    \"layer_norm_eps\": %.9g\n  },\n"
             "  \"vision_config\": {\n    \"image_size\": %d,\n    \"norm_groups\": %d,\n"
             "    \"channels\": [", c->embed_dim, c->text.hidden_size, c->text.intermediate_size,
             c->text.num_hidden_layers, c->text.num_attention_heads,
