@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/defaults.h"
 #include "cli/progress.h"
 #include "likeness/emojibench.h"
 
@@ -47,17 +48,11 @@ int lk_cli_bench(int argc, char **argv) {
     }
     lk_emojibench_config c;
     lk_emojibench_defaults(&c);
-    char dbuf[4096];
     const char *json = "emojibench.json";
-    c.model_dir = "models/emoji";
-    c.evaluator_dir = "models/emoji-evaluator";
+    c.model_dir = lk_cli_default_model();
+    c.evaluator_dir = lk_cli_default_evaluator();
     c.work_dir = "/tmp/likeness-emojibench";
-    const char *d = getenv("LK_DATA");
-    if (d && *d) c.data_dir = d;
-    else {
-        snprintf(dbuf, sizeof dbuf, "%s/.cache/likeness/emoji", getenv("HOME") ? getenv("HOME") : ".");
-        c.data_dir = dbuf;
-    }
+    c.data_dir = lk_cli_default_data();
     for (int i = 2; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) {

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cli/defaults.h"
 #include "cli/progress.h"
 #include "likeness.h"
 #include "likeness/evaluator.h"
@@ -92,8 +93,9 @@ static void read_line(const char *path, char *buf, size_t cap) {
 }
 
 int lk_cli_demo(int argc, char **argv) {
-    const char *images = "examples/emoji-fox", *out = "demo-out", *model = "models/emoji",
-               *evaluator = "models/emoji-evaluator", *method = "lora", *name_opt = NULL;
+    const char *images = lk_cli_default_example(), *out = "demo-out",
+               *model = lk_cli_default_model(), *evaluator = lk_cli_default_evaluator(),
+               *method = "lora", *name_opt = NULL;
     const char *prompts[MAX_PROMPTS];
     int n_prompts = 0, seeds = 4, sample_steps = 20;
     long steps = -1;

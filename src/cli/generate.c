@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/defaults.h"
 #include "cli/progress.h"
 #include "core/sha256.h"
 #include "likeness.h"
@@ -31,10 +32,10 @@ int lk_cli_generate(int argc, char **argv);
 
 static void gen_usage(FILE *f) {
     fprintf(f,
-            "usage: likeness generate --model PATH --prompt TEXT --out DIR [options]\n"
+            "usage: likeness generate [--model PATH] --prompt TEXT --out DIR [options]\n"
             "\n"
             "Makes images with a Stable Diffusion 1.x/2.x model (diffusers folder or single-file\n"
-            ".safetensors). Writes DIR/<seq>-<seed>.png (with an AUTOMATIC1111 'parameters' text\n"
+            ".safetensors; default: likeness's own 64x64 emoji model, models/emoji). Writes DIR/<seq>-<seed>.png (with an AUTOMATIC1111 'parameters' text\n"
             "chunk) and DIR/<seq>-<seed>.json, and prints each PNG's path.\n"
             "\n"
             "  --prompt TEXT         A1111 syntax: (word:1.3), (word), [word], BREAK\n"
@@ -570,7 +571,7 @@ static lk_status add_custom_hashes(char **params, const gen_args *a) {
 
 static int run(gen_args *a) {
     /* cheap checks before the model loads */
-    if (!a->model) return usage_error("--model PATH is required%s%s", "", "");
+    if (!a->model) a->model = lk_cli_default_model(); /* the bundled emoji model */
     if (!a->prompt) return usage_error("--prompt TEXT is required%s%s", "", "");
     if (!a->out) return usage_error("--out DIR is required%s%s", "", "");
     lk_sd_gen_params g;

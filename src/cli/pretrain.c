@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/defaults.h"
 #include "cli/progress.h"
 #include "likeness.h"
 #include "likeness/pretrain.h"
@@ -73,13 +74,6 @@ static bool parse_f(const char *s, float *out) {
     return true;
 }
 
-static const char *default_data(char *buf, size_t n) {
-    const char *d = getenv("LK_DATA");
-    if (d && *d) return d;
-    const char *home = getenv("HOME");
-    snprintf(buf, n, "%s/.cache/likeness/emoji", home ? home : ".");
-    return buf;
-}
 
 int lk_cli_pretrain(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -87,7 +81,6 @@ int lk_cli_pretrain(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     const char *stage = argv[1];
-    char dbuf[4096];
     const char *data = NULL, *run = NULL, *out = NULL, *tok = NULL, *text = NULL, *vae = NULL,
                *unet = NULL;
     int64_t vocab = 4096, threads = 0;
@@ -137,7 +130,7 @@ int lk_cli_pretrain(int argc, char **argv) {
         }
     }
     if (threads > 0) lk_set_num_threads((int)threads);
-    if (!data) data = default_data(dbuf, sizeof dbuf);
+    if (!data) data = lk_cli_default_data();
     lk_status s;
     if (!strcmp(stage, "tokenizer")) {
         if (!out) {

@@ -12,6 +12,7 @@
 
 #include <sys/stat.h>
 
+#include "cli/defaults.h"
 #include "cli/progress.h"
 #include "likeness.h"
 #include "likeness/image.h"
@@ -24,9 +25,23 @@ int lk_cli_train(int argc, char **argv);
 #define EXIT_USAGE 2
 #define EXIT_INTERRUPTED 130
 
+/* The model's native size when it is a diffusers folder (unet sample_size x VAE factor, as
+ * diffusers' default), else 512. */
+static int default_resolution(const char *model) {
+    char p[4200];
+    lk_unet_config uc;
+    lk_vae_config vc;
+    snprintf(p, sizeof p, "%s/unet/config.json", model);
+    if (lk_unet_config_load(&uc, p) != LK_OK || uc.sample_size < 1) return 512;
+    snprintf(p, sizeof p, "%s/vae/config.json", model);
+    if (lk_vae_config_load(&vc, p) != LK_OK) return 512;
+    const int r = uc.sample_size << (vc.n_blocks - 1);
+    return r >= 8 && r <= 4096 && r % 8 == 0 ? r : 512;
+}
+
 static void train_usage(FILE *f) {
     fprintf(f,
-"usage: likeness train ti|lora|dreambooth|custom --model BASE --images DIR --token TOKEN\n"
+"usage: likeness train ti|lora|dreambooth|custom [--model BASE] --images DIR --token TOKEN\n"
 "                      --out OUT [options]\n"
 "       likeness train custom-merge --model BASE A.safetensors B.safetensors --out M.safetensors\n"
 "\n"
@@ -57,7 +72,8 @@ static void train_usage(FILE *f) {
 "\n");
     fprintf(f,
 "Required:\n"
-"  --model PATH           diffusers folder or single-file SD-1.x/2.x checkpoint\n"
+"  --model PATH           diffusers folder or single-file SD-1.x/2.x checkpoint (default:\n"
+"                         likeness's own emoji model, models/emoji; train at --resolution 64)\n"
 "  --images DIR           PNG / JPEG / WebP pictures of the subject (NAME.txt next to an image\n"
 "                         is its caption; {token} / [V] and {class} / [class] are replaced)\n"
 "  --token TEXT           the word for the subject, e.g. \"<sks>\" (TI and custom: must not be\n"
@@ -71,7 +87,8 @@ static void train_usage(FILE *f) {
 "  --prompt TEXT          instance caption template (default \"a {token} {class}\")\n"
 "  --style                learn a style: Textual Inversion's style templates\n"
 "  --templates KIND       object | style | instance (TI default object, others instance)\n"
-"  --resolution N         training size in pixels (default 512; multiple of 64 for SD)\n"
+"  --resolution N         training size in pixels (default: the model's own, 512 for SD-1.x\n"
+"                         folders and single files, 64 for the emoji model)\n"
 "  --flip                 random horizontal flips (off: keeps text and logos readable)\n"
 "  --upscale-small        accept images smaller than the resolution (upscaled)\n"
 "  --min-images N         fewest images accepted (default 3; dreambooth 1)\n"
@@ -206,7 +223,7 @@ typedef struct train_args {
     bool prior_opt_seen;          /* a --class-* option without either */
     const char *init_word;
     bool train_te;
-    bool alpha_set, steps_set, lr_set, accum_set, clip_set, templates_set, min_images_set;
+    bool alpha_set, steps_set, lr_set, accum_set, clip_set, templates_set, min_images_set, resolution_set;
     bool half;
     int threads;
     const char *val_prompt;
@@ -410,7 +427,10 @@ static int parse_args(int argc, char **argv, train_args *a) {
             ok = parse_f(o, v, 1e-12, 10.0, &c->lr);
             a->lr_set = true;
         } else if (!strcmp(o, "--lr-warmup")) ok = parse_i64(o, v, 0, 100000000, &c->lr_warmup);
-        else if (!strcmp(o, "--resolution")) ok = parse_int(o, v, 8, 4096, &c->resolution);
+        else if (!strcmp(o, "--resolution")) {
+            ok = parse_int(o, v, 8, 4096, &c->resolution);
+            a->resolution_set = true;
+        }
         else if (!strcmp(o, "--batch")) ok = parse_int(o, v, 1, 256, &c->batch);
         else if (!strcmp(o, "--grad-accum")) {
             ok = parse_int(o, v, 1, 4096, &c->grad_accum);
@@ -472,6 +492,8 @@ static int parse_args(int argc, char **argv, train_args *a) {
         }
     }
     if (a->kind == M_CD && !c->token) c->token = "<new1>";
+    if (!c->model) c->model = lk_cli_default_model(); /* the bundled emoji model */
+    if (!a->resolution_set) c->resolution = default_resolution(c->model);
     const char *missing = !c->model ? "--model" : !c->images ? "--images" : !c->token ? "--token"
                         : !a->out ? "--out" : NULL;
     if (missing) {
