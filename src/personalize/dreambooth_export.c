@@ -4,13 +4,13 @@
  * renaming, SD-1.x). */
 #define _POSIX_C_SOURCE 200809L
 #include "likeness/train_methods.h"
+#include "core/fileio.h"
 #include "models/sd_single_file_write.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <unistd.h>
 
 /* Add tensor t (any float dtype) as name, F32 or F16, with shape (ndim, shape): t's own or a
  * reshape of the same element count. */
@@ -41,60 +41,15 @@ static lk_status add_tensor(lk_st_writer *w, const char *name, const lk_tensor *
     return add_reshaped(w, name, t, t->ndim, t->shape, fp16);
 }
 
-static lk_status write_text(const char *path, const char *text) {
-    char tmp[4300];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return lk_fail(LK_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
-    size_t n = strlen(text);
-    bool ok = fwrite(text, 1, n, f) == n;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        return lk_fail(LK_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-    }
-    return LK_OK;
-}
-
-static lk_status copy_file(const char *src, const char *dst, bool required) {
-    FILE *in = fopen(src, "rb");
-    if (!in) return required ? lk_fail(LK_ERR_IO, "%s: cannot read: %s", src, strerror(errno)) : LK_OK;
-    char tmp[4300];
-    snprintf(tmp, sizeof tmp, "%s.tmp", dst);
-    FILE *out = fopen(tmp, "wb");
-    if (!out) {
-        fclose(in);
-        return lk_fail(LK_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
-    }
-    char buf[65536];
-    size_t k;
-    bool ok = true;
-    while (ok && (k = fread(buf, 1, sizeof buf, in)) > 0) ok = fwrite(buf, 1, k, out) == k;
-    ok = ok && !ferror(in);
-    fclose(in);
-    ok = (fclose(out) == 0) && ok;
-    if (!ok || rename(tmp, dst) != 0) {
-        remove(tmp);
-        return lk_fail(LK_ERR_IO, "%s: cannot copy to %s", src, dst);
-    }
-    return LK_OK;
-}
-
-static lk_status make_dir(const char *p) {
-    if (mkdir(p, 0777) != 0 && errno != EEXIST)
-        return lk_fail(LK_ERR_IO, "%s: cannot create the folder: %s", p, strerror(errno));
-    return LK_OK;
-}
-
 static lk_status save_part(lk_sd_model *m, lk_sd_part_id id, const char *dir, const char *file,
                            bool fp16, lk_trainer *meta) {
     const lk_sd_part *pt = &m->part[id];
     char p[4200];
     snprintf(p, sizeof p, "%s/%s", dir, lk_sd_part_name(id));
-    lk_status s = make_dir(p);
+    lk_status s = lk__mkdirs(p);
     if (s != LK_OK) return s;
     snprintf(p, sizeof p, "%s/%s/config.json", dir, lk_sd_part_name(id));
-    if (pt->config_json) s = write_text(p, pt->config_json);
+    if (pt->config_json) s = lk__write_text_atomic(p, pt->config_json);
     lk_st_writer *w = lk_st_writer_new();
     if (!w) return lk_fail(LK_ERR_NOMEM, "out of memory");
     for (int i = 0; s == LK_OK && i < lk_weights_count(pt->weights); i++) {
@@ -127,25 +82,26 @@ lk_status lk_sd_save_diffusers(lk_sd_model *m, const char *dir, const char *toke
     if (strlen(dir) > 4000 || strlen(tokenizer_src) > 4000)
         return lk_fail(LK_ERR_INVALID, "sd_save_diffusers: path too long");
     char p[4200], q[4200];
-    lk_status s = make_dir(dir);
+    lk_status s = lk__mkdirs(dir);
     if (s == LK_OK) s = save_part(m, LK_SD_UNET, dir, "diffusion_pytorch_model.safetensors", fp16, meta);
     if (s == LK_OK) s = save_part(m, LK_SD_VAE, dir, "diffusion_pytorch_model.safetensors", fp16, meta);
     if (s == LK_OK) s = save_part(m, LK_SD_TEXT_ENCODER, dir, "model.safetensors", fp16, meta);
     snprintf(p, sizeof p, "%s/scheduler", dir);
-    if (s == LK_OK) s = make_dir(p);
+    if (s == LK_OK) s = lk__mkdirs(p);
     snprintf(p, sizeof p, "%s/scheduler/scheduler_config.json", dir);
-    if (s == LK_OK && m->scheduler_json) s = write_text(p, m->scheduler_json);
+    if (s == LK_OK && m->scheduler_json) s = lk__write_text_atomic(p, m->scheduler_json);
     snprintf(p, sizeof p, "%s/tokenizer", dir);
-    if (s == LK_OK) s = make_dir(p);
+    if (s == LK_OK) s = lk__mkdirs(p);
     static const char *const tok_files[] = {"vocab.json", "merges.txt", "special_tokens_map.json",
                                             "tokenizer_config.json"};
     for (int i = 0; s == LK_OK && i < 4; i++) {
         snprintf(p, sizeof p, "%s/%s", tokenizer_src, tok_files[i]);
         snprintf(q, sizeof q, "%s/tokenizer/%s", dir, tok_files[i]);
-        s = copy_file(p, q, i < 2);
+        if (i >= 2 && access(p, R_OK) != 0) continue; /* the two .json files are optional */
+        s = lk__copy_file_atomic(p, q);
     }
     snprintf(p, sizeof p, "%s/model_index.json", dir);
-    if (s == LK_OK) s = write_text(p, MODEL_INDEX);
+    if (s == LK_OK) s = lk__write_text_atomic(p, MODEL_INDEX);
     if (s != LK_OK) lk_fail_prefix(s, "saving %s: ", dir);
     return s;
 }

@@ -28,10 +28,10 @@ static lk_status convert_part(const char *src_dir, const char *part, const char 
                               const char *out) {
     char a[4300], b[4300];
     snprintf(b, sizeof b, "%s/%s", out, part);
-    lk_status s = lk__pt_mkdirs(b);
+    lk_status s = lk__mkdirs(b);
     snprintf(a, sizeof a, "%s/%s/config.json", src_dir, part);
     snprintf(b, sizeof b, "%s/%s/config.json", out, part);
-    if (s == LK_OK) s = lk__pt_copy_file(a, b);
+    if (s == LK_OK) s = lk__copy_file_atomic(a, b);
     lk_weights *w = s == LK_OK ? lk_weights_new() : NULL;
     if (s == LK_OK && !w) s = lk_fail(LK_ERR_NOMEM, "out of memory");
     snprintf(a, sizeof a, "%s/%s/%s", src_dir, part, file);
@@ -47,21 +47,21 @@ lk_status lk_pretrain_assemble(const char *tokenizer_dir, const char *text_dir,
     if (!tokenizer_dir || !text_dir || !vae_dir || !unet_dir || !out_dir)
         return lk_fail(LK_ERR_INVALID, "pretrain assemble: NULL folder");
     char p[4300], q[4300];
-    lk_status s = lk__pt_mkdirs(out_dir);
+    lk_status s = lk__mkdirs(out_dir);
     snprintf(p, sizeof p, "%s/model_index.json", out_dir);
-    if (s == LK_OK) s = lk__pt_write_text(p, MODEL_INDEX);
+    if (s == LK_OK) s = lk__write_text_atomic(p, MODEL_INDEX);
     snprintf(p, sizeof p, "%s/scheduler", out_dir);
-    if (s == LK_OK) s = lk__pt_mkdirs(p);
+    if (s == LK_OK) s = lk__mkdirs(p);
     snprintf(p, sizeof p, "%s/scheduler/scheduler_config.json", out_dir);
-    if (s == LK_OK) s = lk__pt_write_text(p, SCHEDULER);
+    if (s == LK_OK) s = lk__write_text_atomic(p, SCHEDULER);
     snprintf(p, sizeof p, "%s/tokenizer", out_dir);
-    if (s == LK_OK) s = lk__pt_mkdirs(p);
+    if (s == LK_OK) s = lk__mkdirs(p);
     const char *files[4] = {"vocab.json", "merges.txt", "tokenizer_config.json",
                             "special_tokens_map.json"};
     for (int i = 0; i < 4 && s == LK_OK; i++) {
         snprintf(p, sizeof p, "%s/%s", tokenizer_dir, files[i]);
         snprintf(q, sizeof q, "%s/tokenizer/%s", out_dir, files[i]);
-        s = lk__pt_copy_file(p, q);
+        s = lk__copy_file_atomic(p, q);
     }
     if (s == LK_OK) s = convert_part(text_dir, "text_encoder", "model.safetensors", out_dir);
     if (s == LK_OK) s = convert_part(vae_dir, "vae", "diffusion_pytorch_model.safetensors", out_dir);

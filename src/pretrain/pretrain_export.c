@@ -4,67 +4,10 @@
 #define _POSIX_C_SOURCE 200809L
 #include "pretrain/pretrain_internal.h"
 
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-
-lk_status lk__pt_mkdirs(const char *path) {
-    char buf[4200];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return lk_fail(LK_ERR_INVALID, "path too long: %s", path);
-    for (char *q = buf + 1; *q; q++) {
-        if (*q != '/') continue;
-        *q = 0;
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return lk_fail(LK_ERR_IO, "%s: cannot create the folder: %s", buf, strerror(errno));
-        *q = '/';
-    }
-    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-        return lk_fail(LK_ERR_IO, "%s: cannot create the folder: %s", buf, strerror(errno));
-    return LK_OK;
-}
-
-lk_status lk__pt_write_text(const char *path, const char *text) {
-    char tmp[4300];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return lk_fail(LK_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
-    const size_t n = strlen(text);
-    bool ok = fwrite(text, 1, n, f) == n;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        return lk_fail(LK_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-    }
-    return LK_OK;
-}
-
-lk_status lk__pt_copy_file(const char *src, const char *dst) {
-    FILE *in = fopen(src, "rb");
-    if (!in) return lk_fail(LK_ERR_IO, "%s: cannot read: %s", src, strerror(errno));
-    char tmp[4300];
-    snprintf(tmp, sizeof tmp, "%s.tmp", dst);
-    FILE *out = fopen(tmp, "wb");
-    if (!out) {
-        fclose(in);
-        return lk_fail(LK_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
-    }
-    char buf[65536];
-    size_t k;
-    bool ok = true;
-    while (ok && (k = fread(buf, 1, sizeof buf, in)) > 0) ok = fwrite(buf, 1, k, out) == k;
-    ok = ok && !ferror(in);
-    fclose(in);
-    ok = (fclose(out) == 0) && ok;
-    if (!ok || rename(tmp, dst) != 0) {
-        remove(tmp);
-        return lk_fail(LK_ERR_IO, "%s: cannot copy to %s", src, dst);
-    }
-    return LK_OK;
-}
 
 static lk_status add_floats(lk_st_writer *w, const char *name, const lk_tensor *t,
                             const float *data, bool fp16) {

@@ -11,6 +11,7 @@
 #include "likeness/pretrain.h"
 #include "likeness/rng.h"
 #include "likeness/weights.h"
+#include "core/fileio.h"
 
 #define LK_PT_IMAGE 64 /* training image side */
 
@@ -61,10 +62,11 @@ lk_status lk__pt_text_setup(lk__pt *p);
 lk_status lk__pt_vae_setup(lk__pt *p);
 lk_status lk__pt_unet_setup(lk__pt *p);
 
-/* export helpers (pretrain_export.c) */
-lk_status lk__pt_mkdirs(const char *path);
-lk_status lk__pt_write_text(const char *path, const char *text);
-lk_status lk__pt_copy_file(const char *src, const char *dst);
+/* export helpers (pretrain_export.c; folders and atomic text files: core/fileio.h) */
+/* the old name of lk__copy_file_atomic, still used by tests/test_pretrain.c */
+static inline lk_status lk__pt_copy_file(const char *src, const char *dst) {
+    return lk__copy_file_atomic(src, dst);
+}
 /* every parameter of the run whose name starts with only (NULL: all), its EMA shadow when the
  * run keeps one, into a safetensors file, F32 or F16, written atomically */
 lk_status lk__pt_save_weights(const lk__pt *p, const char *path, bool fp16, const char *only);

@@ -107,7 +107,7 @@ static lk_status load_checkpoint(lk__pt *p, const char *path) {
 static lk_status export_now(lk__pt *p) {
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/export", p->cfg.run_dir);
-    lk_status s = lk__pt_mkdirs(dir);
+    lk_status s = lk__mkdirs(dir);
     if (s == LK_OK) s = p->export_to(p, dir);
     return s;
 }
@@ -155,7 +155,7 @@ lk_status lk_pretrain_run(const lk_pretrain_config *cfg) {
     lk__pt *p = &run;
     p->cfg = *cfg;
     lk_rng_seed(&p->rng, cfg->seed);
-    lk_status s = lk__pt_mkdirs(cfg->run_dir);
+    lk_status s = lk__mkdirs(cfg->run_dir);
     if (s == LK_OK) s = lk_emoji_set_open(&p->set, cfg->data_dir);
     if (s == LK_OK) s = lk__pt_images_load(&p->img, p->set, cfg->stage == LK_PRETRAIN_TEXT && cfg->evaluator);
     if (s == LK_OK && !(p->ctx = lk_ctx_new())) s = lk_fail(LK_ERR_NOMEM, "out of memory");

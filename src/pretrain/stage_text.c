@@ -75,12 +75,12 @@ static lk_status text_export(lk__pt *p, const char *dir) {
     const char *sub[3] = {"text_encoder", "tokenizer", "clip"};
     for (int i = 0; i < 3 && s == LK_OK; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, sub[i]);
-        s = lk__pt_mkdirs(path);
+        s = lk__mkdirs(path);
     }
     char *json = s == LK_OK ? lk__pt_text_config_json(&t->cfg.text) : NULL;
     if (s == LK_OK && !json) s = lk_fail(LK_ERR_NOMEM, "out of memory");
     snprintf(path, sizeof path, "%s/text_encoder/config.json", dir);
-    if (s == LK_OK) s = lk__pt_write_text(path, json);
+    if (s == LK_OK) s = lk__write_text_atomic(path, json);
     free(json);
     snprintf(path, sizeof path, "%s/text_encoder/model.safetensors", dir);
     if (s == LK_OK) s = lk__pt_save_weights(p, path, false, "text_model.");
@@ -94,7 +94,7 @@ static lk_status text_export(lk__pt *p, const char *dir) {
         char src[4300];
         snprintf(src, sizeof src, "%s/%s", p->cfg.tokenizer_dir, files[i]);
         snprintf(path, sizeof path, "%s/tokenizer/%s", dir, files[i]);
-        s = lk__pt_copy_file(src, path);
+        s = lk__copy_file_atomic(src, path);
     }
     return s;
 }

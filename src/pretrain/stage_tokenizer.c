@@ -43,13 +43,13 @@ lk_status lk_pretrain_tokenizer(const char *data_dir, const char *out_dir, int v
         }
     }
     lk_bpe_learn_opts o = {vocab_size, 2};
-    if (s == LK_OK) s = lk__pt_mkdirs(out_dir);
+    if (s == LK_OK) s = lk__mkdirs(out_dir);
     if (s == LK_OK) s = lk_bpe_learn((const char *const *)texts, (int)n, &o, out_dir);
     char p[4200];
     snprintf(p, sizeof p, "%s/tokenizer_config.json", out_dir);
-    if (s == LK_OK) s = lk__pt_write_text(p, TOKENIZER_CONFIG);
+    if (s == LK_OK) s = lk__write_text_atomic(p, TOKENIZER_CONFIG);
     snprintf(p, sizeof p, "%s/special_tokens_map.json", out_dir);
-    if (s == LK_OK) s = lk__pt_write_text(p, SPECIAL_TOKENS);
+    if (s == LK_OK) s = lk__write_text_atomic(p, SPECIAL_TOKENS);
     for (size_t i = 0; i < n; i++) free(texts[i]);
     free(texts);
     lk_emoji_set_free(set);

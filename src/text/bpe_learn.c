@@ -20,9 +20,6 @@
 #define LK_BPE_MAX_CORPUS ((size_t)256 << 20) /* bytes of all texts together */
 #define LK_BPE_TOK_SLOTS 131072              /* token map, > 2 * (LK_BPE_MAX_VOCAB + 512) */
 
-static const char lk__bpe_sot[] = "<|startoftext|>";
-static const char lk__bpe_eot[] = "<|endoftext|>";
-
 /* A distinct piece of the corpus: its current symbols sym[off .. off + len) and how often it
  * occurs. */
 typedef struct lk__bpe_word {
@@ -236,89 +233,9 @@ static lk_status lk__bpe_add_piece(lk__bpe *B, const unsigned char *s, size_t n)
     return LK_OK;
 }
 
-static inline uint32_t lk__bpe_next_cp(const unsigned char *s, size_t i, size_t e, size_t *len) {
-    if (s[i] < 0x80) {
-        *len = 1;
-        return s[i];
-    }
-    uint32_t cp;
-    *len = lk__utf8_decode(s + i, e - i, &cp);
-    return cp;
-}
-
-/* The class of cp in CLIP's pattern, as clip_tokenizer.c classifies it: LK_UNI_LETTER, _NUMBER,
- * _SPACE (skipped) or 0 (punctuation and everything else). */
-static inline unsigned lk__bpe_cls(uint32_t cp) {
-    if (cp < 0x80) {
-        if ((cp | 32) >= 'a' && (cp | 32) <= 'z') return LK_UNI_LETTER;
-        if (cp >= '0' && cp <= '9') return LK_UNI_NUMBER;
-        if (cp == ' ' || (cp >= 9 && cp <= 13)) return LK_UNI_SPACE;
-        return 0;
-    }
-    unsigned f = lk__uni_flags(cp);
-    if (f & LK_UNI_CLIP_SKIP) return LK_UNI_SPACE;
-    return f & (LK_UNI_LETTER | LK_UNI_NUMBER | LK_UNI_SPACE);
-}
-
-/* Split normalized text s[0..e) into pieces exactly as lk_tokenizer_bpe's pre-tokenizer does
- * (<|startoftext|>|<|endoftext|>|'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+) and
- * count them; the two specials are dropped. */
-static lk_status lk__bpe_split(lk__bpe *B, const unsigned char *s, size_t e) {
-    size_t i = 0;
-    while (i < e) {
-        size_t l, j;
-        uint32_t c = lk__bpe_next_cp(s, i, e, &l);
-        if (c == '<' && e - i >= sizeof lk__bpe_sot - 1 &&
-            memcmp(s + i, lk__bpe_sot, sizeof lk__bpe_sot - 1) == 0) {
-            i += sizeof lk__bpe_sot - 1;
-            continue;
-        }
-        if (c == '<' && e - i >= sizeof lk__bpe_eot - 1 &&
-            memcmp(s + i, lk__bpe_eot, sizeof lk__bpe_eot - 1) == 0) {
-            i += sizeof lk__bpe_eot - 1;
-            continue;
-        }
-        unsigned f = lk__bpe_cls(c);
-        if (c == '\'' && i + 1 < e) {
-            unsigned char d = s[i + 1];
-            j = 0;
-            if (d == 's' || d == 't' || d == 'm' || d == 'd') j = i + 2;
-            else if (d == 0xC5 && i + 2 < e && s[i + 2] == 0xBF) j = i + 3; /* U+017F folds to 's' */
-            else if (i + 2 < e && ((d == 'r' && s[i + 2] == 'e') || (d == 'v' && s[i + 2] == 'e') ||
-                                   (d == 'l' && s[i + 2] == 'l')))
-                j = i + 3;
-            if (j) {
-                lk_status st = lk__bpe_add_piece(B, s + i, j - i);
-                if (st != LK_OK) return st;
-                i = j;
-                continue;
-            }
-        }
-        if (f & LK_UNI_SPACE) {
-            i += l;
-            continue;
-        }
-        j = i + l;
-        if (f & LK_UNI_LETTER) {
-            while (j < e) {
-                size_t l2;
-                uint32_t c2 = lk__bpe_next_cp(s, j, e, &l2);
-                if (!(lk__bpe_cls(c2) & LK_UNI_LETTER)) break;
-                j += l2;
-            }
-        } else if (!(f & LK_UNI_NUMBER)) {
-            while (j < e) {
-                size_t l2;
-                uint32_t c2 = lk__bpe_next_cp(s, j, e, &l2);
-                if (lk__bpe_cls(c2)) break;
-                j += l2;
-            }
-        }
-        lk_status st = lk__bpe_add_piece(B, s + i, j - i);
-        if (st != LK_OK) return st;
-        i = j;
-    }
-    return LK_OK;
+/* lk__clip_pieces callback: count an ordinary piece; the two specials are dropped. */
+static lk_status lk__bpe_count_piece(void *ud, lk__piece_kind kind, const unsigned char *s, size_t n) {
+    return kind == LK__PIECE_TEXT ? lk__bpe_add_piece(ud, s, n) : LK_OK;
 }
 
 /* ------------------------------------------------------------------ pairs and the heap */
@@ -627,7 +544,7 @@ static lk_status lk__bpe_write(const lk__bpe *B, const char *dir) {
     lk__bpe_buf v = {0}, m = {0};
     lk__bpe_put(&v, "{\n", 2);
     for (int32_t id = 0; id < B->n_tok + 2; id++) {
-        const char *s = id < B->n_tok ? B->text + B->tok_off[id] : id == B->n_tok ? lk__bpe_sot : lk__bpe_eot;
+        const char *s = id < B->n_tok ? B->text + B->tok_off[id] : id == B->n_tok ? LK__CLIP_SOT : LK__CLIP_EOT;
         size_t n = id < B->n_tok ? B->tok_len[id] : strlen(s);
         char num[32];
         int k = snprintf(num, sizeof num, ": %d%s\n", (int)id, id + 1 < B->n_tok + 2 ? "," : "");
@@ -688,7 +605,7 @@ lk_status lk_bpe_learn(const char *const *texts, int n, const lk_bpe_learn_opts 
         char *norm = NULL;
         size_t len = 0;
         st = lk__normalize(texts[i], strlen(texts[i]), &norm, &len);
-        if (st == LK_OK) st = lk__bpe_split(&B, (const unsigned char *)norm, len);
+        if (st == LK_OK) st = lk__clip_pieces((const unsigned char *)norm, len, lk__bpe_count_piece, &B);
         free(norm);
     }
     if (st == LK_OK) st = lk__bpe_init_pairs(&B);

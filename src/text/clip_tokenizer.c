@@ -18,8 +18,8 @@
 #define LK_CACHE_MAX 32768   /* entries before the cache is emptied */
 #define LK_CACHE_KEY_MAX 64  /* longer pieces are not cached */
 
-static const char lk__sot[] = "<|startoftext|>";
-static const char lk__eot[] = "<|endoftext|>";
+static const char lk__sot[] = LK__CLIP_SOT;
+static const char lk__eot[] = LK__CLIP_EOT;
 
 typedef struct lk__added {
     char *text; /* cleaned, lower-cased, NUL-terminated */
@@ -929,22 +929,22 @@ static inline unsigned lk__cls(uint32_t cp) {
     return f & (LK_UNI_LETTER | LK_UNI_NUMBER | LK_UNI_SPACE);
 }
 
-/* Split normalized text s[b..e) by CLIP's pattern and BPE every piece into out. */
-static lk_status lk__pretokenize(const lk_tokenizer *t, const unsigned char *s, size_t b, size_t e,
-                                 lk__tokbuf *out) {
-    size_t i = b;
+/* Split normalized text s[0..n) by CLIP's pattern; contract in tokenizer_internal.h. */
+lk_status lk__clip_pieces(const unsigned char *s, size_t n, lk__piece_fn fn, void *ud) {
+    const size_t e = n;
+    size_t i = 0;
     while (i < e) {
         size_t l;
         uint32_t c = lk__next_cp(s, i, e, &l);
         size_t j;
         if (c == '<' && e - i >= sizeof lk__sot - 1 && memcmp(s + i, lk__sot, sizeof lk__sot - 1) == 0) {
-            lk_status st = lk__tokbuf_push(out, t->bos, 1);
+            lk_status st = fn(ud, LK__PIECE_SOT, s + i, sizeof lk__sot - 1);
             if (st != LK_OK) return st;
             i += sizeof lk__sot - 1;
             continue;
         }
         if (c == '<' && e - i >= sizeof lk__eot - 1 && memcmp(s + i, lk__eot, sizeof lk__eot - 1) == 0) {
-            lk_status st = lk__tokbuf_push(out, t->eos, 1);
+            lk_status st = fn(ud, LK__PIECE_EOT, s + i, sizeof lk__eot - 1);
             if (st != LK_OK) return st;
             i += sizeof lk__eot - 1;
             continue;
@@ -959,7 +959,7 @@ static lk_status lk__pretokenize(const lk_tokenizer *t, const unsigned char *s, 
                                    (d == 'l' && s[i + 2] == 'l')))
                 j = i + 3;
             if (j) {
-                lk_status st = lk__bpe_piece(t, s + i, j - i, out);
+                lk_status st = fn(ud, LK__PIECE_TEXT, s + i, j - i);
                 if (st != LK_OK) return st;
                 i = j;
                 continue;
@@ -985,11 +985,31 @@ static lk_status lk__pretokenize(const lk_tokenizer *t, const unsigned char *s, 
                 j += l2;
             }
         }
-        lk_status st = lk__bpe_piece(t, s + i, j - i, out);
+        lk_status st = fn(ud, LK__PIECE_TEXT, s + i, j - i);
         if (st != LK_OK) return st;
         i = j;
     }
     return LK_OK;
+}
+
+/* Where lk__pretokenize's pieces go: BPE ids (the specials as BOS / EOS) appended to out. */
+typedef struct lk__bpe_sink {
+    const lk_tokenizer *t;
+    lk__tokbuf *out;
+} lk__bpe_sink;
+
+static lk_status lk__bpe_sink_piece(void *ud, lk__piece_kind kind, const unsigned char *w, size_t n) {
+    const lk__bpe_sink *k = ud;
+    if (kind == LK__PIECE_SOT) return lk__tokbuf_push(k->out, k->t->bos, 1);
+    if (kind == LK__PIECE_EOT) return lk__tokbuf_push(k->out, k->t->eos, 1);
+    return lk__bpe_piece(k->t, w, n, k->out);
+}
+
+/* Split normalized text s[b..e) by CLIP's pattern and BPE every piece into out. */
+static lk_status lk__pretokenize(const lk_tokenizer *t, const unsigned char *s, size_t b, size_t e,
+                                 lk__tokbuf *out) {
+    lk__bpe_sink k = {t, out};
+    return lk__clip_pieces(s + b, e - b, lk__bpe_sink_piece, &k);
 }
 
 /* Does added token a match s[i..) as a whole word inside s[0..n)? */
