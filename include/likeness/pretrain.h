@@ -59,6 +59,10 @@ typedef struct lk_pretrain_config {
     uint64_t seed;
     int64_t checkpoint_every;  /* updates between checkpoints and exports */
     bool resume;               /* continue from RUN/checkpoint.safetensors */
+    const char *init_dir;      /* start from the weights of a model folder instead of random
+                                * ones (fresh optimizer): a diffusers folder with unet/ or vae/
+                                * (e.g. models/emoji), or a text export with clip/; for when a
+                                * run's checkpoint is lost but its committed weights are not */
     int vae_crop;              /* vae: square training crop of the 64x64 images (default 32) */
     float cfg_dropout;         /* unet: probability of the empty caption (default 0.1) */
     volatile sig_atomic_t *cancel; /* set by a signal handler: checkpoint and stop */

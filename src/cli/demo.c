@@ -204,22 +204,8 @@ int lk_cli_demo(int argc, char **argv) {
             prompts[n_prompts++] = prompt_buf[i];
         }
     }
-    if (s == LK_OK && mkdir(out, 0777) != 0 && errno != EEXIST)
-        s = lk_fail(LK_ERR_IO, "%s: cannot create the folder: %s", out, strerror(errno));
-    lk_cli_progress_note(&d.prog, "start", "demo: personalizing %s with %s on %d images of %s "
-                         "(%lld steps)", model, method, n_in, images, (long long)tc.steps);
-    lk_cli_sigint_install();
-    d.t_start = lk_cli_now();
-    lk_trainer *tr = NULL;
-    if (s == LK_OK) s = lk_trainer_new(&tr, &tc, m);
-    else if (m && m->free) m->free(m);
-    if (s == LK_OK) s = lk_trainer_run(tr);
-    lk_cli_progress_end_line(&d.prog);
-    const double train_s = lk_cli_now() - d.t_start;
-    char outfile[4400];
-    snprintf(outfile, sizeof outfile, "%s/%s%s", out, method, strcmp(method, "dreambooth") ? ".safetensors" : "");
-    if (s == LK_OK) s = lk_trainer_save(tr, outfile);
-    /* generate and score */
+    /* the evaluator and the inputs' embeddings first: a bad evaluator or input fails before
+     * training */
     lk_evaluator *ev = NULL;
     if (s == LK_OK) s = lk_evaluator_load(&ev, evaluator);
     const int E = ev ? lk_evaluator_dim(ev) : 0, n_c = n_prompts * seeds;
@@ -242,6 +228,21 @@ int lk_cli_demo(int argc, char **argv) {
         if (s == LK_OK) s = lk_evaluator_embed_images(ev, img.px, 1, DEMO_SIDE, in_emb + (size_t)i * E);
         lk_image_free(&img);
     }
+    if (s == LK_OK && mkdir(out, 0777) != 0 && errno != EEXIST)
+        s = lk_fail(LK_ERR_IO, "%s: cannot create the folder: %s", out, strerror(errno));
+    lk_cli_progress_note(&d.prog, "start", "demo: personalizing %s with %s on %d images of %s "
+                         "(%lld steps)", model, method, n_in, images, (long long)tc.steps);
+    lk_cli_sigint_install();
+    d.t_start = lk_cli_now();
+    lk_trainer *tr = NULL;
+    if (s == LK_OK) s = lk_trainer_new(&tr, &tc, m);
+    else if (m && m->free) m->free(m);
+    if (s == LK_OK) s = lk_trainer_run(tr);
+    lk_cli_progress_end_line(&d.prog);
+    const double train_s = lk_cli_now() - d.t_start;
+    char outfile[4400];
+    snprintf(outfile, sizeof outfile, "%s/%s%s", out, method, strcmp(method, "dreambooth") ? ".safetensors" : "");
+    if (s == LK_OK) s = lk_trainer_save(tr, outfile);
     float *text_emb = in_emb + (size_t)n_in * E;
     int c = 0;
     for (int pi = 0; pi < n_prompts && s == LK_OK; pi++) {

@@ -26,6 +26,7 @@ static void usage(FILE *f) {
             "  unet        the denoiser (needs --tokenizer, --text RUN/export, --vae RUN/export)\n"
             "options: --steps N --batch N --lr F --warmup N --seed N --checkpoint-every N\n"
             "         --ema-decay F --resume --threads N --crop N (vae) --cfg-dropout F (unet)\n"
+            "         --init DIR (start from a model folder's weights, e.g. models/emoji)\n"
             "A run keeps RUN/checkpoint.safetensors and RUN/log.jsonl and exports its model to\n"
             "RUN/export/ at every checkpoint; Ctrl-C saves a checkpoint and stops; --resume goes on.\n");
 }
@@ -109,6 +110,7 @@ int lk_cli_pretrain(int argc, char **argv) {
         else if (!strcmp(o, "--text")) text = argv[++i];
         else if (!strcmp(o, "--vae")) vae = argv[++i];
         else if (!strcmp(o, "--unet")) unet = argv[++i];
+        else if (!strcmp(o, "--init")) c.init_dir = argv[++i];
         else if (!strcmp(o, "--vocab-size")) ok = parse_i64(argv[++i], 514, &vocab);
         else if (!strcmp(o, "--threads")) ok = parse_i64(argv[++i], 1, &threads);
         else if (!strcmp(o, "--steps")) ok = parse_i64(argv[++i], 1, &c.steps);

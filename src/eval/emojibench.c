@@ -4,6 +4,7 @@
  * model and the four personalization methods, scored by the evaluator. */
 #define _POSIX_C_SOURCE 200809L
 #include "likeness/emojibench.h"
+#include "core/fileio.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -63,6 +64,7 @@ typedef struct bench {
     float *names;      /* nc x E: "NAME emoji" */
     int gen_styles[LK_EMOJI_MAX_STYLES], n_gen; /* the generator's styles */
     int openmoji;
+    int n_subject, n_style; /* concepts the tasks used */
     /* accumulators */
     double acc[2][LK_EB_ROWS][6]; /* n, subject, prompt, top1, top5 (sums); [5] = runs */
     double train_s[2][LK_EB_ROWS], bytes[2][LK_EB_ROWS];
@@ -83,21 +85,6 @@ static void logf_(bench *b, const char *fmt, ...) {
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
     b->c->log(b->c->log_ud, line);
-}
-
-static lk_status mkdirs(const char *path) {
-    char buf[4200];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *q = buf + 1; *q; q++) {
-        if (*q != '/') continue;
-        *q = 0;
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return lk_fail(LK_ERR_IO, "%s: cannot create the folder: %s", buf, strerror(errno));
-        *q = '/';
-    }
-    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-        return lk_fail(LK_ERR_IO, "%s: cannot create the folder: %s", buf, strerror(errno));
-    return LK_OK;
 }
 
 /* bytes of a file or, recursively, a folder */
@@ -299,6 +286,7 @@ static lk_status subject_task(bench *b) {
     for (int i = 0; i < b->nc && nh < 64; i++)
         if (lk_emoji_set_concept(b->set, i)->heldout) held[nh++] = i;
     if (c->n_concepts > 0 && c->n_concepts < nh) nh = c->n_concepts;
+    b->n_subject = nh;
     float *ref = malloc(sizeof(float) * (size_t)b->E * 3);
     float *chw = malloc(sizeof(float) * 3 * SIDE * SIDE);
     lk_status s = ref && chw ? LK_OK : lk_fail(LK_ERR_NOMEM, "out of memory");
@@ -326,7 +314,7 @@ static lk_status subject_task(bench *b) {
             if (!(c->rows & (1u << row))) continue;
             const char *tok = row_token(row, false);
             snprintf(dir, sizeof dir, "%s/subject/%s/%s", c->work_dir, ck->key, ROW_NAMES[row]);
-            s = mkdirs(dir);
+            s = lk__mkdirs(dir);
             for (int q = 0; q < ni && s == LK_OK; q++) {
                 char cap[256];
                 snprintf(cap, sizeof cap, "{token} emoji, %s style", lk_emoji_set_style_words(b->set, in[q]));
@@ -388,6 +376,7 @@ static lk_status style_task(bench *b) {
     int draw[256];
     const int nd = pick_concepts(b, c->n_style_concepts < 256 ? c->n_style_concepts : 256, need,
                                  inputs, N_STYLE_INPUTS, draw);
+    b->n_style = nd;
     float *buf = malloc(sizeof(float) * (size_t)b->E * (size_t)(2 * nd + 1));
     float *chw = malloc(sizeof(float) * 3 * SIDE * SIDE);
     lk_status s = buf && chw ? LK_OK : lk_fail(LK_ERR_NOMEM, "out of memory");
@@ -418,7 +407,7 @@ static lk_status style_task(bench *b) {
         char dir[4300], out_dir[4300];
         snprintf(out_dir, sizeof out_dir, "%s/style", c->work_dir);
         snprintf(dir, sizeof dir, "%s/style/%s", c->work_dir, ROW_NAMES[row]);
-        s = mkdirs(dir);
+        s = lk__mkdirs(dir);
         for (int q = 0; q < N_STYLE_INPUTS && s == LK_OK; q++) {
             char cap[600];
             snprintf(cap, sizeof cap, "%s emoji, {token} style", lk_emoji_set_concept(b->set, inputs[q])->name);
@@ -496,7 +485,7 @@ static lk_status setup(bench *b) {
     lk_status s = lk_emoji_set_open(&b->set, c->data_dir);
     if (s == LK_OK) s = lk_evaluator_load(&b->ev, c->evaluator_dir);
     if (s == LK_OK) s = lk_sd_pipeline_load(&b->pipe, c->model_dir, NULL);
-    if (s == LK_OK) s = mkdirs(c->work_dir);
+    if (s == LK_OK) s = lk__mkdirs(c->work_dir);
     if (s != LK_OK) return s;
     b->E = lk_evaluator_dim(b->ev);
     b->nc = lk_emoji_set_n_concepts(b->set);
@@ -548,10 +537,8 @@ lk_status lk_emojibench_run(const lk_emojibench_config *c, lk_emojibench_result 
             }
         }
     if (s == LK_OK) {
-        int nh = 0;
-        for (int i = 0; i < b.nc; i++) nh += lk_emoji_set_concept(b.set, i)->heldout;
-        r->n_subject_concepts = c->n_concepts > 0 && c->n_concepts < nh ? c->n_concepts : nh;
-        r->n_style_concepts = c->n_style_concepts;
+        r->n_subject_concepts = b.n_subject;
+        r->n_style_concepts = b.n_style;
         r->seconds = now_s() - t0;
     }
     free(b.names);

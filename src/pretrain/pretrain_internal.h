@@ -45,6 +45,10 @@ struct lk__pt {
     void (*free_stage)(lk__pt *p);
 };
 
+/* With cfg.init_dir: load DIR/part/file (any float dtype, as F32) into p->w before the
+ * stage's fresh initialization fills in whatever is missing (pretrain_run.c). */
+lk_status lk__pt_init_from(lk__pt *p, const char *part, const char *file);
+
 /* architectures (emoji_arch.c) */
 lk_clip_model_config lk__pt_clip_config(int vocab_size);
 lk_vae_config lk__pt_vae_config(void);

@@ -37,6 +37,14 @@ lk_pretrain_config lk_pretrain_defaults(lk_pretrain_stage stage) {
     return c;
 }
 
+lk_status lk__pt_init_from(lk__pt *p, const char *part, const char *file) {
+    if (!p->cfg.init_dir || p->cfg.resume) return LK_OK; /* a resume restores everything */
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%s/%s", p->cfg.init_dir, part, file);
+    lk_status s = lk_weights_load_safetensors(p->w, path, NULL, "", LK_F32);
+    return s == LK_OK ? LK_OK : lk_fail_prefix(s, "--init: ");
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -127,7 +127,8 @@ lk_status lk__pt_text_setup(lk__pt *p) {
     lk_status s = lk_tokenizer_load(&t->tok, p->cfg.tokenizer_dir);
     if (s != LK_OK) return s;
     t->cfg = lk__pt_clip_config((int)lk_tokenizer_vocab_size(t->tok));
-    s = lk_clip_model_init_weights(p->w, &t->cfg, "", LK_F32, p->cfg.seed);
+    s = lk__pt_init_from(p, "clip", "model.safetensors");
+    if (s == LK_OK) s = lk_clip_model_init_weights(p->w, &t->cfg, "", LK_F32, p->cfg.seed);
     if (s == LK_OK) s = lk_clip_model_new(&t->model, &t->cfg, p->w, "");
     for (int i = 0; s == LK_OK && i < lk_weights_count(p->w); i++) {
         lk_tensor *w = lk_weights_at(p->w, i);

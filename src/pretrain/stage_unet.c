@@ -329,6 +329,7 @@ lk_status lk__pt_unet_setup(lk__pt *p) {
     lk_schedule_config sc;
     lk_schedule_config_default(&sc);
     if (s == LK_OK) s = lk_schedule_alphas_cumprod(&sc, u->ac, N_TRAIN_T);
+    if (s == LK_OK) s = lk__pt_init_from(p, "unet", "diffusion_pytorch_model.safetensors");
     if (s == LK_OK) s = lk_unet_init_weights(p->w, &u->cfg, "", LK_F32, c->seed);
     if (s == LK_OK) s = lk_unet_new(&u->unet, &u->cfg, p->w, "");
     for (int i = 0; s == LK_OK && i < lk_weights_count(p->w); i++) {
