@@ -157,6 +157,7 @@ int lk_cli_demo(int argc, char **argv) {
     tc.images = images;
     tc.resolution = DEMO_SIDE;
     tc.min_images = 1;
+    tc.upscale_small = true; /* any picture: the model works at 64x64 */
     tc.captions = LK_CAPTION_INSTANCE;
     tc.class_word = "emoji";
     tc.batch = n_in < 4 ? n_in : 4;
@@ -222,10 +223,9 @@ int lk_cli_demo(int argc, char **argv) {
         lk_image_load_opts lo = {0};
         lo.channels = 3;
         s = lk_image_load(&img, inputs[i], &lo);
-        if (s == LK_OK && (img.w != DEMO_SIDE || img.h != DEMO_SIDE))
-            s = lk_fail(LK_ERR_INVALID, "%s: %dx%d, the demo takes %dx%d images", inputs[i], img.w,
-                        img.h, DEMO_SIDE, DEMO_SIDE);
-        if (s == LK_OK) s = lk_evaluator_embed_images(ev, img.px, 1, DEMO_SIDE, in_emb + (size_t)i * E);
+        /* as the trainer sees it: scaled to cover 64x64, center-cropped */
+        if (s == LK_OK) s = lk_image_prepare(&img, DEMO_SIDE, LK_CROP_CENTER, LK_FLIP_NONE, NULL, chw);
+        if (s == LK_OK) s = lk_evaluator_embed_chw(ev, chw, 1, DEMO_SIDE, in_emb + (size_t)i * E);
         lk_image_free(&img);
     }
     if (s == LK_OK && mkdir(out, 0777) != 0 && errno != EEXIST)
