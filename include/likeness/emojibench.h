@@ -61,7 +61,8 @@ typedef struct lk_emojibench_config {
     int steps[LK_EB_ROWS];     /* training updates per method (defaults: TI 400, DreamBooth 200,
                                 * LoRA 300, Custom Diffusion 250) */
     float lr[LK_EB_ROWS];      /* learning rates (defaults: TI 5e-3, DreamBooth 5e-5, LoRA 1e-3,
-                                * Custom Diffusion 1e-4) */
+                                * Custom Diffusion 2e-5 for K/V) */
+    float cd_token_lr;         /* Custom Diffusion's token rows (default 5e-3, TI's rate) */
     uint64_t seed;
     const volatile sig_atomic_t *cancel;
     /* a line of progress text ("subject 3/30 fox: lora 12.3 s"); may be NULL */

@@ -23,8 +23,13 @@ typedef struct lk_adamw lk_adamw;
 /* Borrows ps (finalized); allocates m and v in one block each. NULL on failure. */
 lk_adamw *lk_adamw_new(lk_paramset *ps, lk_adamw_config cfg);
 void lk_adamw_free(lk_adamw *o);
-/* One update with learning rate lr (lr < 0: cfg.lr). Does not zero the gradients. */
+/* One update with learning rate lr (lr < 0: cfg.lr), times each parameter's scale. Does not
+ * zero the gradients. */
 lk_status lk_adamw_step(lk_adamw *o, float lr);
+/* Parameter i of the set learns at lr * scale (default 1): torch's parameter groups, e.g. a new
+ * token row faster than the weights. LK_ERR_INVALID for i out of range or a scale < 0 / not
+ * finite. Not part of the saved state (a resumed run sets it again). */
+lk_status lk_adamw_set_lr_scale(lk_adamw *o, int i, float scale);
 int64_t lk_adamw_step_count(const lk_adamw *o);
 /* Add the state (step, m.<i>, v.<i>) under prefix to a writer / restore it exactly. */
 lk_status lk_adamw_save(const lk_adamw *o, lk_st_writer *w, const char *prefix);

@@ -80,6 +80,8 @@ struct lk_train_method {
     /* Write the outputs for the path the user gave (see each method for the files). */
     lk_status (*save)(lk_train_method *m, lk_trainer *tr, const char *path);
     void (*free)(lk_train_method *m);
+    /* Optional: the learning-rate multiplier of a collected parameter (1 when NULL). */
+    float (*lr_scale)(lk_train_method *m, lk_trainer *tr, const lk_tensor *param);
 };
 
 /* ---- configuration ---- */

@@ -96,6 +96,9 @@ typedef struct lk_cd_opts {
                                * default false */
     lk_prior_opts prior;      /* regularization with class images of concept 0 (class_dir
                                * NULL: none) */
+    float token_lr;           /* learning rate of the token rows (a parameter group); <= 0
+                               * (default): the run's lr, as the paper. Small models whose K/V
+                               * need a low lr learn the token at a Textual-Inversion-like rate */
 } lk_cd_opts;
 
 /* Contract: defaults above. Cannot fail. */

@@ -17,6 +17,7 @@ static void usage(FILE *f) {
             "                            [--json FILE] [--concepts N] [--style-concepts N]\n"
             "                            [--t2i-concepts N] [--seeds N] [--steps N] [--cfg F]\n"
             "                            [--methods LIST] [--train-steps METHOD=N] [--lr METHOD=F]\n"
+            "                            [--cd-token-lr F]\n"
             "Runs EmojiBench: each held-out concept is learned from 2 styles and drawn in the third,\n"
             "OpenMoji is learned from 5 images and 20 other concepts drawn in it; the evaluator scores\n"
             "subject fidelity, prompt fidelity and concept top-1/top-5. LIST: comma-separated of\n"
@@ -76,6 +77,7 @@ int lk_cli_bench(int argc, char **argv) {
         else if (!strcmp(o, "--t2i-concepts")) c.n_t2i_concepts = (int)strtol(v, &e, 10), ok = !*e && c.n_t2i_concepts >= 0;
         else if (!strcmp(o, "--seeds")) c.seeds = (int)strtol(v, &e, 10), ok = !*e && c.seeds >= 1;
         else if (!strcmp(o, "--steps")) c.sample_steps = (int)strtol(v, &e, 10), ok = !*e && c.sample_steps >= 1;
+        else if (!strcmp(o, "--cd-token-lr")) c.cd_token_lr = strtof(v, &e), ok = !*e && c.cd_token_lr > 0.0f;
         else if (!strcmp(o, "--cfg")) c.guidance = strtof(v, &e), ok = !*e && c.guidance >= 0.0f;
         else if (!strcmp(o, "--methods")) {
             c.rows = 0;

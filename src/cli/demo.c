@@ -188,8 +188,9 @@ int lk_cli_demo(int argc, char **argv) {
         lk_cd_opts o;
         lk_cd_opts_default(&o);
         o.concept[0].init_word = "emoji";
+        o.token_lr = 5e-3f; /* K/V at 2e-5, the token row at Textual Inversion's rate */
         s = lk_custom_diffusion_method_new(&m, &o);
-        tc.token = "<new1>", tc.steps = 250, tc.lr = 1e-4f;
+        tc.token = "<new1>", tc.steps = 250, tc.lr = 2e-5f;
     } else {
         fprintf(stderr, "likeness demo: unknown method '%s' (lora, ti, dreambooth, custom)\n", method);
         for (int i = 0; i < n_in; i++) free(inputs[i]);

@@ -134,6 +134,7 @@ static void train_usage(FILE *f) {
 "  --concept DIR:TOKEN:CLASS  another concept trained jointly (repeatable, up to 7; the first\n"
 "                         is --images/--token/--class)\n"
 "  --train-q-out          also train attn2.to_q and to_out (the full cross-attention variant)\n"
+"  --token-lr F           learning rate of the token rows (default: --lr, as the paper)\n"
 "\n");
     fprintf(f,
 "Prior preservation (dreambooth and custom): class images made by the base model itself,\n"
@@ -301,7 +302,7 @@ static int option_methods(const char *o) {
         {"--rank", M_LORA}, {"--alpha", M_LORA}, {"--lora-ff", M_LORA}, {"--lora-proj", M_LORA},
         {"--init-word", M_TI | M_CD}, {"--train-text-encoder", M_LORA | M_DB},
         {"--half", M_TI | M_LORA}, {"--fp16", M_DB},
-        {"--concept", M_CD}, {"--train-q-out", M_CD},
+        {"--concept", M_CD}, {"--train-q-out", M_CD}, {"--token-lr", M_CD},
         {"--prior-preservation", M_DB | M_CD}, {"--class-dir", M_DB | M_CD},
         {"--class-prompt", M_DB | M_CD}, {"--class-negative", M_DB | M_CD},
         {"--num-class-images", M_DB | M_CD}, {"--prior-loss-weight", M_DB | M_CD},
@@ -385,6 +386,8 @@ static int parse_args(int argc, char **argv, train_args *a) {
         } else if (!strcmp(o, "--num-class-images")) {
             ok = parse_int(o, v, 1, 100000, &pr->num_class_images);
             a->prior_opt_seen = true;
+        } else if (!strcmp(o, "--token-lr")) {
+            ok = parse_f(o, v, 1e-12, 10.0, &a->cd_o.token_lr);
         } else if (!strcmp(o, "--prior-loss-weight")) {
             ok = parse_f(o, v, 0.0, 1e6, &pr->weight);
             a->prior_opt_seen = true;

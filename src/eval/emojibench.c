@@ -52,7 +52,8 @@ void lk_emojibench_defaults(lk_emojibench_config *c) {
     c->lr[LK_EB_TI] = 5e-3f;
     c->lr[LK_EB_DREAMBOOTH] = 5e-5f;
     c->lr[LK_EB_LORA] = 1e-3f;
-    c->lr[LK_EB_CUSTOM] = 1e-4f;
+    c->lr[LK_EB_CUSTOM] = 2e-5f;
+    c->cd_token_lr = 5e-3f;
 }
 
 typedef struct bench {
@@ -221,6 +222,7 @@ static lk_status personalize(bench *b, int row, const char *images, const char *
         lk_cd_opts o;
         lk_cd_opts_default(&o);
         o.concept[0].init_word = init_word;
+        o.token_lr = c->cd_token_lr;
         s = lk_custom_diffusion_method_new(&m, &o);
         break;
     }

@@ -14,6 +14,7 @@ struct lk_adamw {
     int n;             /* parameters at creation */
     int64_t *off;      /* (n+1) element offsets of each parameter's state in m and v */
     float *m, *v;      /* (off[n]) first and second moments */
+    float *scale;      /* (n) learning-rate multiplier of each parameter (param groups) */
     int64_t step;      /* updates done */
 };
 
@@ -53,7 +54,9 @@ lk_adamw *lk_adamw_new(lk_paramset *ps, lk_adamw_config cfg) {
     if (lk_mul_overflow((size_t)off[n] ? (size_t)off[n] : 1, sizeof(float), &nb)) goto nomem;
     o->m = lk_aligned_calloc(nb);
     o->v = lk_aligned_calloc(nb);
-    if (!o->m || !o->v) goto nomem;
+    o->scale = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    if (!o->m || !o->v || !o->scale) goto nomem;
+    for (int i = 0; i < n; i++) o->scale[i] = 1.0f;
     return o;
 nomem:
     lk_adamw_free(o);
@@ -66,8 +69,18 @@ void lk_adamw_free(lk_adamw *o) {
     if (!o) return;
     lk_aligned_free(o->m);
     lk_aligned_free(o->v);
+    free(o->scale);
     free(o->off);
     free(o);
+}
+
+/* Contract: see optim.h. */
+lk_status lk_adamw_set_lr_scale(lk_adamw *o, int i, float scale) {
+    if (!o || i < 0 || i >= o->n || !(scale >= 0.0f) || !isfinite(scale))
+        return lk_fail(LK_ERR_INVALID, "adamw_set_lr_scale: parameter %d of %d, scale %g", i,
+                       o ? o->n : 0, (double)scale);
+    o->scale[i] = scale;
+    return LK_OK;
 }
 
 int64_t lk_adamw_step_count(const lk_adamw *o) { return o ? o->step : 0; }
@@ -94,7 +107,8 @@ lk_status lk_adamw_step(lk_adamw *o, float lr) {
             const lk_tensor *p = lk_paramset_get(o->ps, i);
             int64_t r = a - o->off[i];
             lk_adamw_update(lk__optim_param_slice(p) + r, p->grad + r, o->m + a, o->v + a, (size_t)(b - a),
-                            lr, c.beta1, c.beta2, c.eps, c.weight_decay, t);
+                            o->scale[i] == 1.0f ? lr : lr * o->scale[i], c.beta1, c.beta2, c.eps,
+                            c.weight_decay, t);
         }
     }
     o->step = t;

@@ -168,6 +168,13 @@ static lk_status cd_collect(lk_train_method *m, lk_trainer *tr, lk_paramset *ps)
     return s;
 }
 
+static float cd_lr_scale(lk_train_method *m, lk_trainer *tr, const lk_tensor *param) {
+    const cd_state *st = m->self;
+    const float lr = lk_trainer_config(tr)->lr;
+    if (param != st->table || !(st->o.token_lr > 0.0f) || !(lr > 0.0f)) return 1.0f;
+    return st->o.token_lr / lr;
+}
+
 /* the instance batch followed by B samples of every other concept */
 static lk_status extend_concepts(cd_state *st, lk_trainer *tr, const lk_train_batch *in,
                                  const lk_train_batch **out) {
@@ -315,6 +322,7 @@ lk_status lk_custom_diffusion_method_new(lk_train_method **out, const lk_cd_opts
     m->text_encoder_grad = true;
     m->prepare = cd_prepare;
     m->collect = cd_collect;
+    m->lr_scale = cd_lr_scale;
     m->loss = cd_loss;
     m->save = cd_save;
     *out = m;

@@ -277,6 +277,8 @@ lk_status lk_trainer_new(lk_trainer **out, const lk_train_config *cfg, lk_train_
         ac.lr = tr->cfg.lr;
         tr->opt = lk_adamw_new(tr->ps, ac);
         if (!tr->opt) s = LK_ERR_NOMEM; /* message set by lk_adamw_new */
+        for (int i = 0; s == LK_OK && method->lr_scale && i < lk_paramset_count(tr->ps); i++)
+            s = lk_adamw_set_lr_scale(tr->opt, i, method->lr_scale(method, tr, lk_paramset_get(tr->ps, i)));
     }
     tr->lrs = (lk_lr_schedule){tr->cfg.lr_schedule, tr->cfg.lr, tr->cfg.lr_warmup, tr->cfg.steps};
     if (s == LK_OK && tr->data.n)
