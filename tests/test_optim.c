@@ -524,12 +524,48 @@ static void test_errors(void) {
     lk_ema_free(NULL);
 }
 
+/* parameter groups: parameter 0 at 2x the learning rate equals a run at 2x lr; a scale of 0
+ * leaves parameter 1 untouched (decoupled weight decay included); bad arguments refused */
+static void test_adamw_groups(void) {
+    float *want0 = NULL, *init1 = NULL;
+    reset_params();
+    init1 = malloc(sizeof(float) * (size_t)slice_n(1));
+    lk_adamw *o = lk_adamw_new(PS, adamw_cfg());
+    if (!o || !init1) {
+        CHECK(o && init1);
+        goto done;
+    }
+    memcpy(init1, slice(1), sizeof(float) * (size_t)slice_n(1));
+    CHECK_OK(lk_adamw_set_lr_scale(o, 0, 2.0f));
+    CHECK_OK(lk_adamw_set_lr_scale(o, 1, 0.0f));
+    CHECK(lk_adamw_set_lr_scale(o, NP, 1.0f) == LK_ERR_INVALID);
+    CHECK(lk_adamw_set_lr_scale(o, 0, -1.0f) == LK_ERR_INVALID);
+    CHECK(lk_adamw_set_lr_scale(o, 0, NAN) == LK_ERR_INVALID);
+    load_grads(0);
+    CHECK_OK(lk_adamw_step(o, 1e-2f));
+    want0 = malloc(sizeof(float) * (size_t)slice_n(0));
+    if (want0) memcpy(want0, slice(0), sizeof(float) * (size_t)slice_n(0));
+    CHECK(memcmp(slice(1), init1, sizeof(float) * (size_t)slice_n(1)) == 0);
+    lk_adamw_free(o);
+    reset_params();
+    o = lk_adamw_new(PS, adamw_cfg());
+    load_grads(0);
+    CHECK(o && lk_adamw_step(o, 2e-2f) == LK_OK);
+    CHECK(want0 && memcmp(slice(0), want0, sizeof(float) * (size_t)slice_n(0)) == 0);
+done:
+    lk_adamw_free(o);
+    free(want0);
+    free(init1);
+    reset_params();
+}
+
 int main(void) {
     REF = lk_t_ref("optim");
     REQUIRE(REF != NULL);
     REQUIRE(make_params());
     double t0 = lk_t_now();
     test_adamw();
+    test_adamw_groups();
     test_adamw_kernel();
     test_sgd();
     test_clip();
