@@ -87,6 +87,10 @@ lk_status lk_pretrain_tokenizer(const char *data_dir, const char *out_dir, int v
 lk_status lk_pretrain_assemble(const char *tokenizer_dir, const char *text_dir,
                                const char *vae_dir, const char *unet_dir, const char *out_dir);
 
+/* The evaluator's folder out_dir (clip/ with F16 weights, tokenizer/) from a text run's export
+ * (`likeness pretrain text --evaluator`), as lk_evaluator_load reads it. */
+lk_status lk_pretrain_assemble_evaluator(const char *text_export, const char *out_dir);
+
 #ifdef __cplusplus
 }
 #endif

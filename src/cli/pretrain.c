@@ -18,6 +18,7 @@ static void usage(FILE *f) {
             "usage: likeness pretrain tokenizer [--data DIR] --out DIR [--vocab-size N]\n"
             "       likeness pretrain text|vae|unet [--data DIR] --run DIR [options]\n"
             "       likeness pretrain assemble --tokenizer DIR --text DIR --vae DIR --unet DIR --out DIR\n"
+            "       likeness pretrain assemble --evaluator --text EVAL_RUN/export --out DIR\n"
             "Trains likeness's own emoji model on the EmojiBench data set (built by\n"
             "scripts/emoji_dataset/build.sh; --data defaults to $LK_DATA or ~/.cache/likeness/emoji).\n"
             "  text        CLIP-style text + image model (contrastive); the generator's text encoder\n"
@@ -142,12 +143,13 @@ int lk_cli_pretrain(int argc, char **argv) {
         s = lk_pretrain_tokenizer(data, out, (int)vocab);
         if (s == LK_OK) printf("wrote %s/vocab.json and %s/merges.txt\n", out, out);
     } else if (!strcmp(stage, "assemble")) {
-        if (!tok || !text || !vae || !unet || !out) {
+        if (c.evaluator && text && out && !tok && !vae && !unet) {
+            s = lk_pretrain_assemble_evaluator(text, out);
+        } else if (!tok || !text || !vae || !unet || !out) {
             fprintf(stderr, "likeness pretrain assemble: --tokenizer, --text, --vae, --unet and "
-                    "--out are required\n");
+                    "--out are required (or --evaluator --text RUN/export --out DIR)\n");
             return 2;
-        }
-        s = lk_pretrain_assemble(tok, text, vae, unet, out);
+        } else s = lk_pretrain_assemble(tok, text, vae, unet, out);
         if (s == LK_OK) printf("wrote %s\n", out);
     } else {
         if (!run) {

@@ -68,3 +68,20 @@ lk_status lk_pretrain_assemble(const char *tokenizer_dir, const char *text_dir,
     if (s == LK_OK) s = convert_part(unet_dir, "unet", "diffusion_pytorch_model.safetensors", out_dir);
     return s;
 }
+
+lk_status lk_pretrain_assemble_evaluator(const char *text_export, const char *out_dir) {
+    if (!text_export || !out_dir) return lk_fail(LK_ERR_INVALID, "pretrain assemble: NULL folder");
+    char p[4300], q[4300];
+    lk_status s = lk__mkdirs(out_dir);
+    snprintf(q, sizeof q, "%s/tokenizer", out_dir);
+    if (s == LK_OK) s = lk__mkdirs(q);
+    const char *files[4] = {"vocab.json", "merges.txt", "tokenizer_config.json",
+                            "special_tokens_map.json"};
+    for (int i = 0; i < 4 && s == LK_OK; i++) {
+        snprintf(p, sizeof p, "%s/tokenizer/%s", text_export, files[i]);
+        snprintf(q, sizeof q, "%s/tokenizer/%s", out_dir, files[i]);
+        s = lk__copy_file_atomic(p, q);
+    }
+    if (s == LK_OK) s = convert_part(text_export, "clip", "model.safetensors", out_dir);
+    return s;
+}
