@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "harness.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,18 @@ double lk_t_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double lk_t_start;
+__attribute__((constructor)) static void lk_t_start_clock(void) { lk_t_start = lk_t_now(); }
+
+void lk_t_phase(const char *what) {
+    static double last;
+    const double now = lk_t_now();
+    printf("---- %-36s (%.1f s so far, last phase %.1f s)\n", what, now - lk_t_start,
+           now - (last > 0.0 ? last : lk_t_start));
+    fflush(stdout);
+    last = now;
 }
 
 static lk_safetensors *open_in(const char *envname, const char *dflt, const char *file) {
@@ -254,6 +267,42 @@ void lk_t_write_subject_png(const char *path, int w, int h, int seed) {
         fprintf(stderr, "FAIL writing %s: %s\n", path, lk_last_error());
     }
     lk_image_free(&img);
+}
+
+char *lk_t_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    long n = -1;
+    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
+    char *b = n >= 0 && fseek(f, 0, SEEK_SET) == 0 ? malloc((size_t)n + 1) : NULL;
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    if (!b) return NULL;
+    b[n] = '\0';
+    if (len) *len = (size_t)n;
+    return b;
+}
+
+int lk_t_count_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(d);
+    return n;
+}
+
+void lk_t_remove_tmp(const char *dir) {
+    if (getenv("LK_KEEP_TMP")) {
+        printf("kept %s\n", dir);
+        return;
+    }
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
 }
 
 int lk_t_done(void) {

@@ -68,6 +68,17 @@ void lk_t_fill_uniform(float *x, size_t n, float lo, float hi, uint64_t seed);
 /* Write a synthetic RGB PNG of w x h: a coloured disk (the "subject", placed and tinted by seed)
  * on a gradient background, for training tests. Counts a failed check if writing fails. */
 void lk_t_write_subject_png(const char *path, int w, int h, int seed);
+/* The whole file at path, malloc'd (caller frees) with a NUL after its last byte; *len
+ * (optional) receives its size in bytes. NULL if it cannot be opened or read; counts no check. */
+char *lk_t_read_file(const char *path, size_t *len);
+/* Number of entries of the folder dir besides "." and ".."; -1 if it cannot be opened. */
+int lk_t_count_entries(const char *dir);
+/* Remove the folder dir and everything below it (the test's mkdtemp root), or, when $LK_KEEP_TMP
+ * is set, keep it and print its path. Counts a check, failed if the removal fails. */
+void lk_t_remove_tmp(const char *dir);
+/* Print "---- what (N s so far, last phase M s)" (seconds since the test started and since the
+ * previous call) and flush stdout: the timing of a long test's phases. */
+void lk_t_phase(const char *what);
 /* Print summary; return process exit code (0 only if no check failed and at least one ran). */
 int lk_t_done(void);
 /* Wall-clock seconds (monotonic). */

@@ -7,7 +7,6 @@
 #include "likeness/tokenizer.h"
 
 #include <ctype.h>
-#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -48,23 +47,11 @@ static void free_texts(char **t, int n) {
     free(t);
 }
 
+/* the file dir/name, as lk_t_read_file */
 static char *read_all(const char *dir, const char *name, size_t *len) {
     char path[512];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    if (b) b[n] = '\0';
-    fclose(f);
-    if (len) *len = (size_t)n;
-    return b;
+    return lk_t_read_file(path, len);
 }
 
 static int count_lines(const char *s) {
@@ -80,16 +67,6 @@ static int same_file(const char *d1, const char *d2, const char *name) {
     free(a);
     free(b);
     return same;
-}
-
-/* Number of entries in dir besides "." and "..". */
-static int count_entries(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d));) n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
-    closedir(d);
-    return n;
 }
 
 static char g_root[64];
@@ -144,7 +121,7 @@ static void test_learned_vocab(char **texts) {
     if (!t) return;
     /* (6) exactly vocab_size ids when the corpus has enough pairs */
     CHECK(lk_tokenizer_vocab_size(t) == 600);
-    CHECK(count_entries(dir) == 2); /* vocab.json, merges.txt, no temporary file left */
+    CHECK(lk_t_count_entries(dir) == 2); /* vocab.json, merges.txt, no temporary file left */
     CHECK(lk_tokenizer_bos(t) == 598 && lk_tokenizer_eos(t) == 599);
     char *merges = read_all(dir, "merges.txt", NULL);
     CHECK(merges && strncmp(merges, "#version: 0.2\n", 14) == 0);
@@ -220,7 +197,7 @@ static void test_learned_vocab(char **texts) {
     CHECK_OK(learn(texts, N_CAPTIONS, 520, 2, dir2));
     CHECK_OK(lk_tokenizer_load(&t, dir2));
     CHECK(t && lk_tokenizer_vocab_size(t) == 520);
-    CHECK(count_entries(dir2) == 2);
+    CHECK(lk_t_count_entries(dir2) == 2);
     lk_tokenizer_free(t);
     remove_dir(dir);
     remove_dir(dir2);

@@ -7,21 +7,10 @@
 # Usage: test_cli_demo.sh LIKENESS_BINARY
 set -u
 BIN=${1:?usage: test_cli_demo.sh LIKENESS_BINARY}
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=python3
-T=$(mktemp -d "${TMPDIR:-/tmp}/lk_cli_demo.XXXXXX") || exit 1
-trap 'rm -rf "$T"' EXIT
+. "$(dirname "$0")/cli_lib.sh"
+cli_tmpdir lk_cli_demo
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} LK_PROGRESS=json
 unset LK_MODEL LK_EVALUATOR LK_DATA
-checks=0
-failures=0
-
-ok() { checks=$((checks + 1)); echo "ok   $1"; }
-bad() { checks=$((checks + 1)); failures=$((failures + 1)); echo "FAIL $1"; }
-check() { # check DESCRIPTION COMMAND...
-    d=$1; shift
-    if "$@"; then ok "$d"; else bad "$d"; fi
-}
 
 # ---- the synthetic data set: 6 concepts (coloured shapes) in 4 styles, the fox held out ----
 D="$T/emoji"
@@ -110,32 +99,6 @@ cp "$D/noto/64/1f98a.png" "$T/fox/a.png"
 cp "$D/twemoji/64/1f98a.png" "$T/fox/b.png"
 echo "fox" >"$T/fox/name.txt"
 
-# The "parameters" text chunk of a PNG (tEXt / zTXt / iTXt; CRCs verified).
-png_params() {
-    "$PY" - "$1" <<'EOF'
-import struct, sys, zlib
-b = open(sys.argv[1], 'rb').read()
-assert b[:8] == b'\x89PNG\r\n\x1a\n', 'not a PNG'
-o = 8
-while o < len(b):
-    n, = struct.unpack('>I', b[o:o + 4]); typ = b[o + 4:o + 8]; data = b[o + 8:o + 8 + n]
-    crc, = struct.unpack('>I', b[o + 8 + n:o + 12 + n])
-    assert crc == zlib.crc32(typ + data) & 0xffffffff, 'bad CRC'
-    if typ in (b'tEXt', b'zTXt', b'iTXt'):
-        key, rest = data.split(b'\0', 1)
-        if key == b'parameters':
-            if typ == b'tEXt': v = rest.decode('latin-1')
-            elif typ == b'zTXt': v = zlib.decompress(rest[1:]).decode('latin-1')
-            else:
-                comp, rest = rest[0], rest[2:]
-                lang, rest = rest.split(b'\0', 1); tk, rest = rest.split(b'\0', 1)
-                v = (zlib.decompress(rest) if comp else rest).decode('utf-8')
-            sys.stdout.write(v); sys.exit(0)
-    o += 12 + n
-sys.exit(1)
-EOF
-}
-
 # every candidate PNG of OUT (want of them) has a parameters chunk (prompt with the token, the
 # sampling settings); index.html ranks want candidates and embeds them and the 2 inputs
 check_candidates() { # check_candidates DESCRIPTION OUT WANT TOKEN
@@ -192,9 +155,8 @@ check "ti draws with its token" grep -q "&lt;subject&gt; emoji, noto style" "$T/
 # ---- errors: usage errors exit 2 with a message, a missing folder exits 1 naming it ----
 expect_rc() { # expect_rc DESCRIPTION RC PATTERN ARGS...
     d=$1; want=$2; pat=$3; shift 3
-    "$BIN" "$@" >"$T/err.out" 2>"$T/err.log"
-    rc=$?
-    msg=$(grep -v '^{' "$T/err.log" | grep -- "$pat" | head -1)
+    cli_run "$BIN" "$T/err" "$@"
+    msg=$(printf '%s\n' "$msg" | grep -- "$pat" | head -1)
     [ -n "$msg" ] || msg=$(grep -v '^{' "$T/err.log" | tail -1)
     if [ $rc -eq "$want" ] && printf '%s' "$msg" | grep -q -- "$pat"; then
         ok "$d (exit $rc): $msg"
@@ -260,5 +222,4 @@ assert s["real"]["images"] == 2 and s["baseline"]["images"] == 1, s
 assert j["settings"]["subject_concepts"] == 1 and j["settings"]["sample_steps"] == 2, j["settings"]
 assert -1 <= s["real"]["subject_fidelity"] <= 1' "$T/eb.json"
 
-echo "$checks checks, $failures failures"
-[ $failures -eq 0 ]
+cli_done

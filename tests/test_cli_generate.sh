@@ -6,47 +6,10 @@
 set -u
 BIN=${1:?usage: test_cli_generate.sh LIKENESS_BINARY GOLDEN_DIR}
 GOLDEN=${2:?usage: test_cli_generate.sh LIKENESS_BINARY GOLDEN_DIR}
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=python3
-T=$(mktemp -d "${TMPDIR:-/tmp}/lk_cli_generate.XXXXXX") || exit 1
-trap 'rm -rf "$T"' EXIT
+. "$(dirname "$0")/cli_lib.sh"
+cli_tmpdir lk_cli_generate
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} LK_PROGRESS=json
 unset LK_TOKENIZER
-checks=0
-failures=0
-
-ok() { checks=$((checks + 1)); echo "ok   $1"; }
-bad() { checks=$((checks + 1)); failures=$((failures + 1)); echo "FAIL $1"; }
-check() { # check DESCRIPTION COMMAND...
-    d=$1; shift
-    if "$@"; then ok "$d"; else bad "$d"; fi
-}
-
-# The "parameters" text chunk of a PNG (tEXt / zTXt / iTXt; CRCs verified).
-png_params() {
-    "$PY" - "$1" <<'EOF'
-import struct, sys, zlib
-b = open(sys.argv[1], 'rb').read()
-assert b[:8] == b'\x89PNG\r\n\x1a\n', 'not a PNG'
-o = 8
-while o < len(b):
-    n, = struct.unpack('>I', b[o:o + 4]); typ = b[o + 4:o + 8]; data = b[o + 8:o + 8 + n]
-    crc, = struct.unpack('>I', b[o + 8 + n:o + 12 + n])
-    assert crc == zlib.crc32(typ + data) & 0xffffffff, 'bad CRC'
-    if typ in (b'tEXt', b'zTXt', b'iTXt'):
-        key, rest = data.split(b'\0', 1)
-        if key == b'parameters':
-            if typ == b'tEXt': v = rest.decode('latin-1')
-            elif typ == b'zTXt': v = zlib.decompress(rest[1:]).decode('latin-1')
-            else:
-                comp, rest = rest[0], rest[2:]
-                lang, rest = rest.split(b'\0', 1); tk, rest = rest.split(b'\0', 1)
-                v = (zlib.decompress(rest) if comp else rest).decode('utf-8')
-            sys.stdout.write(v); sys.exit(0)
-    o += 12 + n
-sys.exit(1)
-EOF
-}
 
 # params_has PNG PATTERN: the parameters chunk matches the grep pattern
 params_has() { png_params "$1" | grep -q -- "$2"; }
@@ -64,10 +27,7 @@ print(v if not isinstance(v, float) else repr(v))' "$1" "$2"
 expect_error() {
     d=$1; pat=$2; shift 2
     rm -rf "$T/err"
-    "$BIN" generate "$@" >"$T/err.out" 2>"$T/err.log"
-    rc=$?
-    msg=$(grep -v '^{' "$T/err.log")
-    nl=$(printf '%s\n' "$msg" | grep -c .)
+    cli_run "$BIN" "$T/err" generate "$@"
     if [ $rc -ne 0 ] && [ "$nl" -eq 1 ] && printf '%s' "$msg" | grep -q -- "$pat" &&
         [ ! -s "$T/err.out" ] && [ -z "$(ls -A "$T/err" 2>/dev/null)" ]; then
         ok "$d (exit $rc): $msg"
@@ -100,20 +60,7 @@ check "sidecar: timings" [ -n "$(json_get "$T/a/00000-31337.json" timings.sample
 # the same seed again: the next sequence number, the same pixels
 "$BIN" generate $M --prompt "a photo of a cat" $BASE --seed 31337 --out "$T/a" >/dev/null 2>&1
 check "second run: 00001-31337.png" [ -s "$T/a/00001-31337.png" ]
-same_pixels() {
-    "$PY" - "$1" "$2" <<'EOF'
-import struct, sys, zlib
-def idat(p):
-    b = open(p, 'rb').read(); o = 8; d = b''
-    while o < len(b):
-        n, = struct.unpack('>I', b[o:o + 4]); t = b[o + 4:o + 8]
-        if t == b'IDAT': d += b[o + 8:o + 8 + n]
-        o += 12 + n
-    return zlib.decompress(d)
-sys.exit(0 if idat(sys.argv[1]) == idat(sys.argv[2]) else 1)
-EOF
-}
-check "same seed, same pixels" same_pixels "$T/a/00000-31337.png" "$T/a/00001-31337.png"
+check "same seed, same pixels" png_pixels same "$T/a/00000-31337.png" "$T/a/00001-31337.png"
 
 # ---- --count and --json, negative prompt, emphasis ----
 "$BIN" generate $M --prompt "a (photo:1.3) of a cat" --negative "blurry, dark" $BASE --seed 5 --count 2 \
@@ -165,7 +112,7 @@ check "img2img: size from the init image, 2 of 4 steps" \
 check "img2img: Denoising strength recorded" params_has "$T/d/00000-1.png" "Size: 64x64, Model hash: $HASH, Model: golden, Denoising strength: 0.5$"
 "$BIN" generate $M --prompt "a photo of a cat" $BASE --seed 31337 --init-image "$T/a/00000-31337.png" \
     --strength 1 --out "$T/d1" >/dev/null 2>&1
-check "img2img strength 1 = txt2img pixels" same_pixels "$T/d1/00000-31337.png" "$T/a/00000-31337.png"
+check "img2img strength 1 = txt2img pixels" png_pixels same "$T/d1/00000-31337.png" "$T/a/00000-31337.png"
 
 # ---- the fp16 single file ----
 "$BIN" generate --model "$GOLDEN/single_file_fp16.safetensors" --tokenizer "$GOLDEN/tokenizer" --half \
@@ -230,5 +177,4 @@ check "bar mode: steps, rate and ETA drawn" grep -Eq '4/4 \[[^]]*(it/s|s/it), ET
 "$BIN" generate --help >"$T/h.out" 2>&1
 check "--help exits 0 and documents the defaults" grep -q "default dpmpp_2m" "$T/h.out"
 
-echo "$checks checks, $failures failures"
-[ $failures -eq 0 ]
+cli_done

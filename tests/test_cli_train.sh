@@ -8,21 +8,10 @@
 set -u
 BIN=${1:?usage: test_cli_train.sh LIKENESS_BINARY GOLDEN_DIR}
 GOLDEN=${2:?usage: test_cli_train.sh LIKENESS_BINARY GOLDEN_DIR}
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=python3
-T=$(mktemp -d "${TMPDIR:-/tmp}/lk_cli_train.XXXXXX") || exit 1
-trap 'rm -rf "$T"' EXIT
+. "$(dirname "$0")/cli_lib.sh"
+cli_tmpdir lk_cli_train
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} LK_PROGRESS=json
 unset LK_TOKENIZER
-checks=0
-failures=0
-
-ok() { checks=$((checks + 1)); echo "ok   $1"; }
-bad() { checks=$((checks + 1)); failures=$((failures + 1)); echo "FAIL $1"; }
-check() { # check DESCRIPTION COMMAND...
-    d=$1; shift
-    if "$@"; then ok "$d"; else bad "$d"; fi
-}
 
 # safetensors header as JSON (tensor names and __metadata__)
 st_header() {
@@ -32,30 +21,12 @@ b = open(sys.argv[1], "rb").read(); n, = struct.unpack("<Q", b[:8]); print(b[8:8
 # st_has FILE PATTERN: the header matches the grep pattern
 st_has() { st_header "$1" | grep -q -- "$2"; }
 
-# The decoded pixels (IDAT stream) of two PNGs differ.
-pixels_differ() {
-    "$PY" - "$1" "$2" <<'EOF'
-import struct, sys, zlib
-def idat(p):
-    b = open(p, 'rb').read(); o = 8; d = b''
-    while o < len(b):
-        n, = struct.unpack('>I', b[o:o + 4]); t = b[o + 4:o + 8]
-        if t == b'IDAT': d += b[o + 8:o + 8 + n]
-        o += 12 + n
-    return zlib.decompress(d)
-sys.exit(0 if idat(sys.argv[1]) != idat(sys.argv[2]) else 1)
-EOF
-}
-
 # expect_error DESCRIPTION EXIT_CODE PATTERN ARGS...: that exit code, exactly one stderr line
 # (besides JSON progress) matching PATTERN, and OUT ($T/err.safetensors) not written.
 expect_error() {
     d=$1; want=$2; pat=$3; shift 3
     rm -f "$T/err.safetensors"
-    "$BIN" train "$@" >"$T/err.out" 2>"$T/err.log"
-    rc=$?
-    msg=$(grep -v '^{' "$T/err.log")
-    nl=$(printf '%s\n' "$msg" | grep -c .)
+    cli_run "$BIN" "$T/err" train "$@"
     if [ $rc -eq "$want" ] && [ "$nl" -eq 1 ] && printf '%s' "$msg" | grep -q -- "$pat" &&
         [ ! -e "$T/err.safetensors" ]; then
         ok "$d (exit $rc): $msg"
@@ -109,7 +80,7 @@ train_ok "lora" lora $TR --token sks --class cat --lr 1e-2 --out "$T/lora.safete
 check "lora: kohya and diffusers files" [ -s "$T/lora.safetensors" -a -s "$T/lora.diffusers.safetensors" ]
 check "lora: lora_unet_* keys" st_has "$T/lora.safetensors" 'lora_unet_.*lora_down.weight'
 gen_ok "lora" "$T/g_lora" --model "$GOLDEN" --prompt "a photo of a cat" --lora "$T/lora.safetensors"
-check "lora: changes the image" pixels_differ "$T/g_lora/00000-7.png" "$T/base/00000-7.png"
+check "lora: changes the image" png_pixels differ "$T/g_lora/00000-7.png" "$T/base/00000-7.png"
 
 # ---- DreamBooth with prior preservation ----
 train_ok "dreambooth" dreambooth $TR --token sks --class cat --lr 1e-3 --prior-preservation \
@@ -120,7 +91,7 @@ check "dreambooth: diffusers folder" [ -s "$T/db/model_index.json" -a -s "$T/db/
 check "dreambooth: 2 class images beside the output" [ "$(ls "$T/db_class_images" | grep -c '^class_.*\.png$')" -eq 2 ]
 check "dreambooth: UNet records the method" st_has "$T/db/unet/diffusion_pytorch_model.safetensors" '"likeness.method":"dreambooth"'
 gen_ok "dreambooth" "$T/g_db" --model "$T/db" --prompt "a photo of a cat"
-check "dreambooth: the fine-tuned model makes another image" pixels_differ "$T/g_db/00000-7.png" "$T/base/00000-7.png"
+check "dreambooth: the fine-tuned model makes another image" png_pixels differ "$T/g_db/00000-7.png" "$T/base/00000-7.png"
 cp "$T/db_class_images/class_00000.png" "$T/class0.png"
 train_ok "dreambooth again (class images cached)" dreambooth $TR --token sks --class cat --lr 1e-3 \
     --prior-preservation --num-class-images 2 --class-steps 2 --out "$T/db"
@@ -134,7 +105,7 @@ check "dreambooth single file: records the method" st_has "$T/db1.safetensors" '
 gen_ok "dreambooth single file" "$T/g_db1" --model "$T/db1.safetensors" --tokenizer "$GOLDEN/tokenizer" \
     --prompt "a photo of a cat"
 check "dreambooth single file: the fine-tuned model makes another image" \
-    pixels_differ "$T/g_db1/00000-7.png" "$T/base/00000-7.png"
+    png_pixels differ "$T/g_db1/00000-7.png" "$T/base/00000-7.png"
 
 # ---- Custom Diffusion, a second concept, the merge ----
 train_ok "custom" custom $TR --class cat --lr 1e-3 --out "$T/cd.safetensors"
@@ -148,7 +119,7 @@ check "custom: recorded in the PNG parameters" sh -c \
     "grep -q 'Custom hashes: ..cd: $(sha256sum "$T/cd.safetensors" | cut -c1-12)' '$T/g_cd/00000-7.json'"
 check "custom: sidecar lists the tokens" grep -q '"tokens":.*"<new1>"' "$T/g_cd/00000-7.json"
 gen_ok "custom, plain prompt" "$T/g_cd2" --model "$GOLDEN" --prompt "a photo of a cat" --custom "$T/cd.safetensors"
-check "custom: K/V weights change the image" pixels_differ "$T/g_cd2/00000-7.png" "$T/base/00000-7.png"
+check "custom: K/V weights change the image" png_pixels differ "$T/g_cd2/00000-7.png" "$T/base/00000-7.png"
 train_ok "custom <new2>" custom $TR --token "<new2>" --class dog --lr 1e-3 --out "$T/cd2.safetensors"
 "$BIN" train custom-merge --model "$GOLDEN" "$T/cd.safetensors" "$T/cd2.safetensors" --out "$T/merged.safetensors" \
     >/dev/null 2>"$T/merge.log"
@@ -176,5 +147,4 @@ check "--help exits 0 and documents every method" sh -c "grep -q 'dreambooth' '$
 
 check "--help documents the dreambooth single-file output" grep -q 'CompVis/A1111 single-file' "$T/h.out"
 
-echo "$checks checks, $failures failures"
-[ $failures -eq 0 ]
+cli_done

@@ -1,10 +1,11 @@
-/* test_emojibench.c: EmojiBench (emojibench.h) end to end on a synthetic data set written here
- * (10 concepts of coloured shapes in 4 styles, 2 held out, the style task's 5 fixed concepts), a
- * generator pretrained for 1 step per stage and an evaluator of 1 step: every row's image count,
- * scores in range, training time and file sizes, the JSON (read back with cJSON) and the table,
- * the rows mask, a real-row sanity check (identical images score 1), cancellation and errors
- * naming the missing folder. About 30 s in Release. */
+/* test_emojibench.c: EmojiBench (emojibench.h) end to end on a synthetic data set
+ * (emoji_fixture.h: 10 concepts of coloured shapes in 4 styles, 2 held out, the style task's 5
+ * fixed concepts), a generator pretrained for 1 step per stage and an evaluator of 1 step: every
+ * row's image count, scores in range, training time and file sizes, the JSON (read back with
+ * cJSON) and the table, the rows mask, a real-row sanity check (identical images score 1),
+ * cancellation and errors naming the missing folder. About 30 s in Release. */
 #define _POSIX_C_SOURCE 200809L
+#include "emoji_fixture.h"
 #include "harness.h"
 #include "likeness/emojibench.h"
 #include "likeness/pretrain.h"
@@ -18,147 +19,39 @@
 
 /* ---------------- the synthetic data set ---------------- */
 
-typedef struct concept_def {
-    const char *key, *name, *keywords; /* keywords: JSON list body */
-    unsigned styles;                   /* bit s: style s exists */
-    bool heldout;
-    uint8_t rgb[3];
-} concept_def;
-
-static const char *const STYLES[4] = {"noto", "fluent3d", "twemoji", "openmoji"};
-
-/* in key order (the reader sorts by key) */
-static const concept_def CONCEPTS[] = {
-    {"1f308", "rainbow", "\"rainbow\", \"weather\"", 15u, true, {230, 60, 200}},
-    {"1f34c", "banana", "\"banana\", \"fruit\"", 15u, false, {240, 220, 60}},
-    {"1f34e", "red apple", "\"apple\", \"fruit\", \"red\"", 15u, false, {220, 30, 30}},
-    {"1f431", "cat face", "\"cat\", \"face\", \"pet\"", 15u, false, {240, 170, 40}},
-    {"1f436", "dog face", "\"dog\", \"face\", \"pet\"", 15u, false, {150, 100, 60}},
-    {"1f600", "grinning face", "\"face\", \"grin\"", 15u, false, {250, 200, 30}},
-    {"1f680", "rocket", "\"rocket\", \"space\"", 15u, false, {120, 120, 140}},
-    {"1f697", "automobile", "\"car\", \"automobile\"", 15u, false, {40, 90, 220}},
-    {"1f98a", "fox", "\"fox\", \"face\"", 15u, true, {230, 120, 30}},
-    {"2b50", "star", "\"star\", \"medium star\"", 15u, false, {250, 210, 0}},
+/* in key order (the reader sorts by key); five shapes, then the same five striped */
+static const lk_t_emoji_concept CONCEPTS[] = {
+    {"1f308", "rainbow", NULL, NULL, "\"rainbow\", \"weather\"", 15u, true, {230, 60, 200},
+     LK_T_DISK, false},
+    {"1f34c", "banana", NULL, NULL, "\"banana\", \"fruit\"", 15u, false, {240, 220, 60},
+     LK_T_SQUARE, false},
+    {"1f34e", "red apple", NULL, NULL, "\"apple\", \"fruit\", \"red\"", 15u, false, {220, 30, 30},
+     LK_T_TRIANGLE, false},
+    {"1f431", "cat face", NULL, NULL, "\"cat\", \"face\", \"pet\"", 15u, false, {240, 170, 40},
+     LK_T_RING, false},
+    {"1f436", "dog face", NULL, NULL, "\"dog\", \"face\", \"pet\"", 15u, false, {150, 100, 60},
+     LK_T_DIAMOND, false},
+    {"1f600", "grinning face", NULL, NULL, "\"face\", \"grin\"", 15u, false, {250, 200, 30},
+     LK_T_DISK, true},
+    {"1f680", "rocket", NULL, NULL, "\"rocket\", \"space\"", 15u, false, {120, 120, 140},
+     LK_T_SQUARE, true},
+    {"1f697", "automobile", NULL, NULL, "\"car\", \"automobile\"", 15u, false, {40, 90, 220},
+     LK_T_TRIANGLE, true},
+    {"1f98a", "fox", NULL, NULL, "\"fox\", \"face\"", 15u, true, {230, 120, 30}, LK_T_RING, true},
+    {"2b50", "star", NULL, NULL, "\"star\", \"medium star\"", 15u, false, {250, 210, 0},
+     LK_T_DIAMOND, true},
 };
-enum { N_CONCEPTS = (int)(sizeof CONCEPTS / sizeof CONCEPTS[0]), N_HELDOUT = 2 };
-
-/* pixel (x, y) of concept c in style s: a shape per concept in its colour on white; the style
- * changes the rendering (flat, shaded, outlined, outline only) */
-static void shape_pixel(int c, int s, int x, int y, uint8_t out[3]) {
-    const float u = ((float)x + 0.5f) / 32.0f - 1.0f, v = ((float)y + 0.5f) / 32.0f - 1.0f;
-    const float r = sqrtf(u * u + v * v);
-    float inside;
-    switch (c % 5) {
-    case 0: inside = 0.7f - r; break;
-    case 1: inside = 0.6f - fmaxf(fabsf(u), fabsf(v)); break;
-    case 2: inside = fminf(0.6f - v, v + 0.6f - 2.0f * fabsf(u)) * 0.5f; break;
-    case 3: inside = 0.15f - fabsf(r - 0.5f); break;
-    default: inside = 0.7f - (fabsf(u) + fabsf(v)); break;
-    }
-    if (c >= 5) inside = fminf(inside, (((y / 8) & 1) ? 0.2f : -0.05f)); /* striped variants */
-    const float edge = fabsf(inside);
-    const uint8_t *k = CONCEPTS[c].rgb;
-    float f[3] = {255.0f, 255.0f, 255.0f};
-    if (inside > 0.0f) {
-        for (int i = 0; i < 3; i++) f[i] = k[i];
-        if (s == 1)
-            for (int i = 0; i < 3; i++) f[i] *= 1.0f - 0.35f * fminf(1.0f, (u + v + 2.0f) / 4.0f);
-        if (s == 3)
-            for (int i = 0; i < 3; i++) f[i] = 255.0f - 0.25f * (255.0f - f[i]);
-    }
-    if ((s == 2 || s == 3) && edge < 0.04f) f[0] = f[1] = f[2] = 20.0f;
-    for (int i = 0; i < 3; i++) out[i] = (uint8_t)lrintf(fminf(255.0f, fmaxf(0.0f, f[i])));
-}
-
-static int write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return 0;
-    const size_t n = strlen(text);
-    const int ok = fwrite(text, 1, n, f) == n;
-    return (fclose(f) == 0) && ok;
-}
-
-/* same_heldout: the held-out concepts look the same in every style */
-static int write_dataset(const char *dir, bool same_heldout) {
-    if (mkdir(dir, 0755) != 0) return 0;
-    char path[512], buf[16384];
-    int per_style[4] = {0}, all_four = 0;
-    for (int c = 0; c < N_CONCEPTS; c++) {
-        for (int s = 0; s < 4; s++) per_style[s] += (CONCEPTS[c].styles >> s) & 1u;
-        all_four += CONCEPTS[c].styles == 15u;
-    }
-    size_t o = 0;
-    o += (size_t)snprintf(buf + o, sizeof buf - o,
-                          "{\n \"name\": \"EmojiBench\", \"format\": 1, \"key_rule\": \"synthetic\",\n"
-                          " \"sizes\": [64],\n \"styles\": [\"noto\", \"fluent3d\", \"twemoji\", "
-                          "\"openmoji\"],\n \"generator_training_styles\": [\"noto\", \"fluent3d\", "
-                          "\"twemoji\"],\n \"emoji_version\": \"15.0\",\n"
-                          " \"counts\": {\"per_style\": {\"noto\": %d, \"fluent3d\": %d, \"twemoji\": %d, "
-                          "\"openmoji\": %d}, \"all_four\": %d, \"concepts\": %d, \"heldout\": %d},\n"
-                          " \"heldout\": [", per_style[0], per_style[1], per_style[2], per_style[3],
-                          all_four, N_CONCEPTS, N_HELDOUT);
-    int first = 1;
-    for (int c = 0; c < N_CONCEPTS; c++)
-        if (CONCEPTS[c].heldout) {
-            o += (size_t)snprintf(buf + o, sizeof buf - o, "%s\"%s\"", first ? "" : ", ", CONCEPTS[c].key);
-            first = 0;
-        }
-    o += (size_t)snprintf(buf + o, sizeof buf - o, "],\n \"concepts\": {\n");
-    for (int c = 0; c < N_CONCEPTS; c++) {
-        const concept_def *k = &CONCEPTS[c];
-        o += (size_t)snprintf(buf + o, sizeof buf - o,
-                              "  \"%s\": {\"key\": \"%s\", \"codepoints\": \"%s\", \"name\": \"%s\", "
-                              "\"group\": \"Synthetic\", \"subgroup\": \"shapes\", \"keywords\": [%s], "
-                              "\"styles\": [", k->key, k->key, k->key, k->name, k->keywords);
-        first = 1;
-        for (int s = 0; s < 4; s++)
-            if (k->styles & (1u << s)) {
-                o += (size_t)snprintf(buf + o, sizeof buf - o, "%s\"%s\"", first ? "" : ", ", STYLES[s]);
-                first = 0;
-            }
-        o += (size_t)snprintf(buf + o, sizeof buf - o, "], \"heldout\": %s}%s\n",
-                              k->heldout ? "true" : "false", c + 1 < N_CONCEPTS ? "," : "");
-    }
-    o += (size_t)snprintf(buf + o, sizeof buf - o, " }\n}\n");
-    if (o >= sizeof buf) return 0;
-    snprintf(path, sizeof path, "%s/manifest.json", dir);
-    if (!write_file(path, buf)) return 0;
-    lk_image img;
-    if (lk_image_alloc(&img, 64, 64, 3) != LK_OK) return 0;
-    int ok = 1;
-    for (int s = 0; s < 4 && ok; s++) {
-        snprintf(path, sizeof path, "%s/%s", dir, STYLES[s]);
-        ok = mkdir(path, 0755) == 0;
-        snprintf(path, sizeof path, "%s/%s/64", dir, STYLES[s]);
-        ok = ok && mkdir(path, 0755) == 0;
-        for (int c = 0; c < N_CONCEPTS && ok; c++) {
-            if (!(CONCEPTS[c].styles & (1u << s))) continue;
-            const int rs = same_heldout && CONCEPTS[c].heldout ? 0 : s;
-            for (int y = 0; y < 64; y++)
-                for (int x = 0; x < 64; x++) shape_pixel(c, rs, x, y, img.px + ((size_t)y * 64 + x) * 3);
-            snprintf(path, sizeof path, "%s/%s/64/%s.png", dir, STYLES[s], CONCEPTS[c].key);
-            ok = lk_image_save_png(&img, path, NULL) == LK_OK;
-        }
-    }
-    lk_image_free(&img);
-    return ok;
-}
+enum { N_CONCEPTS = (int)(sizeof CONCEPTS / sizeof CONCEPTS[0]) };
 
 /* ---------------- the tiny generator and evaluator ---------------- */
 
 static lk_status run_stage(lk_pretrain_stage stage, const char *data, const char *run,
                            const char *tok, const char *text, const char *vae, bool evaluator) {
-    lk_pretrain_config c = lk_pretrain_defaults(stage);
-    c.data_dir = data;
-    c.run_dir = run;
+    lk_pretrain_config c = lk_t_pretrain_config(stage, data, run, 1, 2, 3);
     c.tokenizer_dir = tok;
     c.text_dir = text;
     c.vae_dir = vae;
     c.evaluator = evaluator;
-    c.steps = 1;
-    c.batch = 2;
-    c.seed = 3;
-    c.checkpoint_every = 1000;
     return lk_pretrain_run(&c);
 }
 
@@ -204,12 +97,6 @@ static void on_log(void *ud, const char *line) {
     l->saw_style = l->saw_style || strstr(line, "style") != NULL;
 }
 
-static double T0;
-static void phase(const char *what) {
-    printf("---- %-36s (%.1f s so far)\n", what, lk_t_now() - T0);
-    fflush(stdout);
-}
-
 static lk_emojibench_config small_config(const char *model, const char *ev, const char *data,
                                          const char *work) {
     lk_emojibench_config c;
@@ -253,12 +140,9 @@ static void check_rows(const char *task, const lk_emojibench_row *rows, const in
 
 /* the JSON file has every row of rows (mask) with the result's numbers */
 static void check_json(const char *path, const lk_emojibench_result *r, unsigned mask) {
-    FILE *f = fopen(path, "rb");
-    static char buf[1 << 16];
-    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-    if (f) fclose(f);
-    buf[n] = '\0';
-    cJSON *j = cJSON_Parse(buf);
+    char *text = lk_t_read_file(path, NULL);
+    cJSON *j = text ? cJSON_Parse(text) : NULL;
+    free(text);
     CHECK(j != NULL);
     if (!j) return;
     CHECK(cJSON_IsString(cJSON_GetObjectItem(j, "benchmark")));
@@ -466,7 +350,6 @@ static void test_errors(const char *root, const char *model, const char *ev, con
 }
 
 int main(void) {
-    T0 = lk_t_now();
     char root[] = "/tmp/lk_emojibench_XXXXXX";
     REQUIRE(mkdtemp(root));
     char data[300], same[300], model[300], ev[300];
@@ -474,19 +357,19 @@ int main(void) {
     snprintf(same, sizeof same, "%s/emoji_same", root);
     snprintf(model, sizeof model, "%s/model", root);
     snprintf(ev, sizeof ev, "%s/runs/eval/export", root);
-    REQUIRE(write_dataset(data, false));
-    REQUIRE(write_dataset(same, true));
-    phase("data sets written");
+    REQUIRE(lk_t_write_emoji_set(data, CONCEPTS, N_CONCEPTS, false));
+    REQUIRE(lk_t_write_emoji_set(same, CONCEPTS, N_CONCEPTS, true));
+    lk_t_phase("data sets written");
     const lk_status ms = make_models(root, data);
     CHECK_OK(ms);
     REQUIRE(ms == LK_OK);
-    phase("generator + evaluator pretrained");
+    lk_t_phase("generator + evaluator pretrained");
     test_errors(root, model, ev, data);
-    phase("errors");
+    lk_t_phase("errors");
     test_full(root, model, ev, data);
-    phase("full run");
+    lk_t_phase("full run");
     test_mask(root, model, ev, data);
-    phase("rows mask");
+    lk_t_phase("rows mask");
     /* the real row of the normal data set, for comparison */
     char work[300];
     snprintf(work, sizeof work, "%s/work_real", root);
@@ -496,13 +379,7 @@ int main(void) {
     lk_emojibench_result r;
     CHECK_OK(lk_emojibench_run(&c, &r));
     test_real_identical(root, model, ev, same, r.subject[LK_EB_REAL].subject);
-    phase("real-row sanity");
-    if (!getenv("LK_KEEP_TMP")) {
-        char cmd[400];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-        CHECK(system(cmd) == 0);
-    } else {
-        printf("kept %s\n", root);
-    }
+    lk_t_phase("real-row sanity");
+    lk_t_remove_tmp(root);
     return lk_t_done();
 }

@@ -389,12 +389,6 @@ int main(void) {
     }
     direct_free(&d);
     lk_evaluator_free(ev);
-    if (!getenv("LK_KEEP_TMP")) {
-        char cmd[400];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-        CHECK(system(cmd) == 0);
-    } else {
-        printf("kept %s\n", root);
-    }
+    lk_t_remove_tmp(root);
     return lk_t_done();
 }

@@ -5,7 +5,6 @@
 #include "harness.h"
 #include "core/fileio.h"
 
-#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -30,40 +29,11 @@ static int exists(const char *p) {
     return lstat(p, &st) == 0;
 }
 
-/* whole file, malloc'd and NUL-terminated; *n its size; NULL if unreadable */
-static char *slurp(const char *p, size_t *n) {
-    FILE *f = fopen(p, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)len + 1);
-    if (b && fread(b, 1, (size_t)len, f) != (size_t)len) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) b[len] = 0;
-    if (n) *n = (size_t)len;
-    return b;
-}
-
 static int file_is(const char *p, const char *text) {
-    char *b = slurp(p, NULL);
+    char *b = lk_t_read_file(p, NULL);
     int ok = b && strcmp(b, text) == 0;
     free(b);
     return ok;
-}
-
-static int entries(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
-    closedir(d);
-    return n;
 }
 
 static int error_names(const char *what) { return strstr(lk_last_error(), what) != NULL; }
@@ -102,19 +72,19 @@ static void test_write_text(void) {
     CHECK(file_is(p, ""));
     CHECK_OK(lk__write_text_atomic(p, "third"));
     CHECK(!exists(at(2, "w/config.json.tmp")));
-    CHECK(entries(at(2, "w")) == 1);
+    CHECK(lk_t_count_entries(at(2, "w")) == 1);
 
     /* the folder is missing: fails naming the file, creates nothing */
     lk_status s = lk__write_text_atomic(at(2, "w/missing/x.txt"), "y");
     CHECK(s == LK_ERR_IO && error_names(at(2, "w/missing/x.txt")));
-    CHECK(entries(at(2, "w")) == 1);
+    CHECK(lk_t_count_entries(at(2, "w")) == 1);
 
     /* the target is a folder: the rename fails, the temporary file goes */
     CHECK_OK(lk__mkdirs(at(2, "w/sub")));
     s = lk__write_text_atomic(at(2, "w/sub"), "z");
     CHECK(s == LK_ERR_IO && error_names(at(2, "w/sub")));
     CHECK(is_dir(at(2, "w/sub")) && !exists(at(3, "w/sub.tmp")));
-    CHECK(entries(at(2, "w")) == 2);
+    CHECK(lk_t_count_entries(at(2, "w")) == 2);
 
     CHECK(lk__write_text_atomic(NULL, "a") == LK_ERR_INVALID);
     CHECK(lk__write_text_atomic(p, NULL) == LK_ERR_INVALID);
@@ -137,7 +107,7 @@ static void test_copy(void) {
     if (f) fclose(f);
     CHECK_OK(lk__copy_file_atomic(src, dst));
     size_t got_n = 0;
-    char *got = slurp(dst, &got_n);
+    char *got = lk_t_read_file(dst, &got_n);
     CHECK(got && got_n == n && memcmp(got, data, n) == 0);
     free(got);
     free(data);
@@ -146,7 +116,7 @@ static void test_copy(void) {
     CHECK_OK(lk__write_text_atomic(at(3, "c/small.txt"), "small"));
     CHECK_OK(lk__copy_file_atomic(at(3, "c/small.txt"), dst));
     CHECK(file_is(dst, "small"));
-    CHECK(entries(at(3, "c")) == 3);
+    CHECK(lk_t_count_entries(at(3, "c")) == 3);
 
     /* a missing source: LK_ERR_IO naming it, the destination untouched */
     const char *missing = at(3, "c/no_such_file.txt");
@@ -154,12 +124,12 @@ static void test_copy(void) {
     CHECK(s == LK_ERR_IO);
     CHECK(error_names(missing) && error_names("cannot read"));
     CHECK(file_is(dst, "small"));
-    CHECK(!exists(at(3, "c/dst.bin.tmp")) && entries(at(3, "c")) == 3);
+    CHECK(!exists(at(3, "c/dst.bin.tmp")) && lk_t_count_entries(at(3, "c")) == 3);
 
     /* a destination that cannot be written: the source untouched, nothing left behind */
     s = lk__copy_file_atomic(src, at(3, "c/missing/dst.bin"));
     CHECK(s == LK_ERR_IO && error_names(at(3, "c/missing/dst.bin")));
-    CHECK(entries(at(3, "c")) == 3);
+    CHECK(lk_t_count_entries(at(3, "c")) == 3);
     CHECK_OK(lk__mkdirs(at(3, "c/sub")));
     s = lk__copy_file_atomic(at(0, "c/small.txt"), at(3, "c/sub"));
     CHECK(s == LK_ERR_IO && error_names(at(3, "c/sub")));
@@ -174,7 +144,7 @@ static void cleanup(void) {
     static const char *dirs[] = {"a/b/c", "a/b/d", "a/b", "a", "w/sub", "w", "c/sub", "c"};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) remove(at(0, files[i]));
     for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++) rmdir(at(0, dirs[i]));
-    CHECK(entries(g_root) == 0);
+    CHECK(lk_t_count_entries(g_root) == 0);
     rmdir(g_root);
 }
 

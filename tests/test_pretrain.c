@@ -1,9 +1,10 @@
-/* test_pretrain.c: `likeness pretrain` end to end on a synthetic EmojiBench folder written here
- * (6 concepts of coloured shapes in 4 styles, one held out, openmoji not a training style):
- * the generator split, the tokenizer, a few steps of the text, vae and unet stages, exact
- * resume, refused resumes, cancellation, assembling the diffusers folder and generating a 64x64
- * image from it with the pipeline. About 10 s in Release, 30 s under ASan+UBSan. */
+/* test_pretrain.c: `likeness pretrain` end to end on a synthetic EmojiBench folder
+ * (emoji_fixture.h: 6 concepts of coloured shapes in 4 styles, one held out, openmoji not a
+ * training style): the generator split, the tokenizer, a few steps of the text, vae and unet
+ * stages, exact resume, refused resumes, cancellation, assembling the diffusers folder and
+ * generating a 64x64 image from it with the pipeline. About 10 s in Release, 30 s under ASan+UBSan. */
 #define _POSIX_C_SOURCE 200809L
+#include "emoji_fixture.h"
 #include "harness.h"
 #include "likeness/pipeline.h"
 #include "likeness/pretrain.h"
@@ -17,119 +18,22 @@
 
 /* ---------------- the synthetic data set ---------------- */
 
-typedef struct concept_def {
-    const char *key, *name, *group, *subgroup, *keywords; /* keywords: JSON list body */
-    unsigned styles;                                      /* bit s: style s exists */
-    bool heldout;
-    uint8_t rgb[3];
-} concept_def;
-
-static const char *const STYLES[4] = {"noto", "fluent3d", "twemoji", "openmoji"};
-
 /* in key order (the reader sorts by key; these indices are its indices) */
-static const concept_def CONCEPTS[6] = {
+static const lk_t_emoji_concept CONCEPTS[6] = {
     {"1f308", "rainbow", "Travel & Places", "sky & weather", "\"rainbow\", \"weather\"", 15u,
-     true, {230, 60, 200}},
+     true, {230, 60, 200}, LK_T_DISK, false},
     {"1f34e", "red apple", "Food & Drink", "food-fruit", "\"apple\", \"fruit\", \"red\"", 15u,
-     false, {220, 30, 30}},
+     false, {220, 30, 30}, LK_T_SQUARE, false},
     {"1f431", "cat face", "Animals & Nature", "animal-mammal", "\"cat\", \"face\", \"pet\"", 15u,
-     false, {240, 170, 40}},
+     false, {240, 170, 40}, LK_T_TRIANGLE, false},
     {"1f436", "dog face", "Animals & Nature", "animal-mammal", "\"dog\", \"face\", \"pet\"", 15u,
-     false, {150, 100, 60}},
+     false, {150, 100, 60}, LK_T_RING, false},
     {"1f697", "automobile", "Travel & Places", "transport-ground", "\"car\", \"automobile\"",
-     15u, false, {40, 90, 220}},
+     15u, false, {40, 90, 220}, LK_T_DIAMOND, false},
     {"2b50", "star", "Travel & Places", "sky & weather", "\"star\", \"medium star\"", 13u, false,
-     {250, 210, 0}}, /* no fluent3d image */
+     {250, 210, 0}, LK_T_BARS, false}, /* no fluent3d image */
 };
-enum { N_CONCEPTS = 6, HELDOUT = 0, OPENMOJI = 3 };
-
-/* pixel (x, y) of concept c in style s: a shape per concept (disk, square, triangle, ring,
- * diamond, stripes) in the concept's colour on white; the style changes the rendering (flat,
- * shaded, outlined, outline only) */
-static void shape_pixel(int c, int s, int x, int y, uint8_t out[3]) {
-    const float u = ((float)x + 0.5f) / 32.0f - 1.0f, v = ((float)y + 0.5f) / 32.0f - 1.0f;
-    const float r = sqrtf(u * u + v * v);
-    float inside, edge; /* signed distance-like value: inside > 0 */
-    switch (c) {
-    case 0: inside = 0.7f - r; break;
-    case 1: inside = 0.6f - fmaxf(fabsf(u), fabsf(v)); break;
-    case 2: inside = fminf(0.6f - v, fminf(v + 0.6f - 2.0f * fabsf(u), 0.6f)) * 0.5f; break;
-    case 3: inside = 0.15f - fabsf(r - 0.5f); break;
-    case 4: inside = 0.7f - (fabsf(u) + fabsf(v)); break;
-    default: inside = fminf(0.7f - fabsf(u), (((y / 8) & 1) ? 0.1f : -0.1f)); break;
-    }
-    edge = fabsf(inside);
-    const uint8_t *k = CONCEPTS[c].rgb;
-    float f[3] = {255.0f, 255.0f, 255.0f};
-    if (inside > 0.0f) {
-        for (int i = 0; i < 3; i++) f[i] = k[i];
-        if (s == 1) /* shaded: darker away from the top-left light */
-            for (int i = 0; i < 3; i++) f[i] *= 1.0f - 0.35f * fminf(1.0f, (u + v + 2.0f) / 4.0f);
-        if (s == 3) /* outline only: pale fill */
-            for (int i = 0; i < 3; i++) f[i] = 255.0f - 0.25f * (255.0f - f[i]);
-    }
-    if ((s == 2 || s == 3) && edge < 0.04f) f[0] = f[1] = f[2] = 20.0f;
-    for (int i = 0; i < 3; i++) out[i] = (uint8_t)lrintf(fminf(255.0f, fmaxf(0.0f, f[i])));
-}
-
-static int write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return 0;
-    const size_t n = strlen(text);
-    const int ok = fwrite(text, 1, n, f) == n;
-    return (fclose(f) == 0) && ok;
-}
-
-static int write_dataset(const char *dir) {
-    char path[512], buf[8192];
-    size_t o = 0;
-    o += (size_t)snprintf(buf + o, sizeof buf - o,
-                          "{\n \"name\": \"EmojiBench\", \"format\": 1, \"key_rule\": \"synthetic\",\n"
-                          " \"sizes\": [64],\n \"styles\": [\"noto\", \"fluent3d\", \"twemoji\", "
-                          "\"openmoji\"],\n \"generator_training_styles\": [\"noto\", \"fluent3d\", "
-                          "\"twemoji\"],\n \"emoji_version\": \"15.0\",\n"
-                          " \"counts\": {\"per_style\": {\"noto\": 6, \"fluent3d\": 5, \"twemoji\": 6, "
-                          "\"openmoji\": 6}, \"all_four\": 5, \"concepts\": 6, \"heldout\": 1},\n"
-                          " \"heldout\": [\"1f308\"],\n \"concepts\": {\n");
-    for (int c = N_CONCEPTS - 1; c >= 0; c--) { /* not in key order */
-        const concept_def *k = &CONCEPTS[c];
-        o += (size_t)snprintf(buf + o, sizeof buf - o,
-                              "  \"%s\": {\"key\": \"%s\", \"codepoints\": \"%s\", \"name\": \"%s\", "
-                              "\"group\": \"%s\", \"subgroup\": \"%s\", \"keywords\": [%s], "
-                              "\"styles\": [", k->key, k->key, k->key, k->name, k->group,
-                              k->subgroup, k->keywords);
-        int first = 1;
-        for (int s = 0; s < 4; s++)
-            if (k->styles & (1u << s)) {
-                o += (size_t)snprintf(buf + o, sizeof buf - o, "%s\"%s\"", first ? "" : ", ", STYLES[s]);
-                first = 0;
-            }
-        o += (size_t)snprintf(buf + o, sizeof buf - o, "], \"heldout\": %s}%s\n",
-                              k->heldout ? "true" : "false", c ? "," : "");
-    }
-    o += (size_t)snprintf(buf + o, sizeof buf - o, " }\n}\n");
-    if (o >= sizeof buf) return 0;
-    snprintf(path, sizeof path, "%s/manifest.json", dir);
-    if (!write_file(path, buf)) return 0;
-    lk_image img;
-    if (lk_image_alloc(&img, 64, 64, 3) != LK_OK) return 0;
-    int ok = 1;
-    for (int s = 0; s < 4 && ok; s++) {
-        snprintf(path, sizeof path, "%s/%s", dir, STYLES[s]);
-        ok = mkdir(path, 0755) == 0;
-        snprintf(path, sizeof path, "%s/%s/64", dir, STYLES[s]);
-        ok = ok && mkdir(path, 0755) == 0;
-        for (int c = 0; c < N_CONCEPTS && ok; c++) {
-            if (!(CONCEPTS[c].styles & (1u << s))) continue;
-            for (int y = 0; y < 64; y++)
-                for (int x = 0; x < 64; x++) shape_pixel(c, s, x, y, img.px + ((size_t)y * 64 + x) * 3);
-            snprintf(path, sizeof path, "%s/%s/64/%s.png", dir, STYLES[s], CONCEPTS[c].key);
-            ok = lk_image_save_png(&img, path, NULL) == LK_OK;
-        }
-    }
-    lk_image_free(&img);
-    return ok;
-}
+enum { N_CONCEPTS = 6, HELDOUT = 0, OPENMOJI = 3, SEED = 7 /* of every run */ };
 
 /* ---------------- helpers ---------------- */
 
@@ -255,15 +159,6 @@ static lk_status on_progress(void *ud, const lk_pretrain_stats *st) {
     return LK_OK;
 }
 
-static double T0;
-static void phase(const char *what) {
-    static double last;
-    const double now = lk_t_now();
-    printf("---- %-36s (%.1f s so far, last phase %.1f s)\n", what, now - T0, now - (last ? last : T0));
-    fflush(stdout);
-    last = now;
-}
-
 /* ---------------- the split ---------------- */
 
 static void test_split(const char *data) {
@@ -296,7 +191,7 @@ static void test_split(const char *data) {
         seen[c][s]++;
         /* the item's pixels are that concept in that style */
         for (int k = 0; k < 64 * 64; k += 97) {
-            shape_pixel(c, s, k % 64, k / 64, want);
+            lk_t_emoji_pixel(&CONCEPTS[c], s, k % 64, k / 64, want);
             pixels_ok = pixels_ok && !memcmp(gen.pixels + ((size_t)i * 64 * 64 + k) * 3, want, 3);
         }
     }
@@ -349,13 +244,10 @@ static void test_split(const char *data) {
 /* ---------------- the tokenizer ---------------- */
 
 static bool file_contains(const char *path, const char *needle) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return false;
-    static char buf[1 << 20];
-    const size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    return strstr(buf, needle) != NULL;
+    char *text = lk_t_read_file(path, NULL);
+    const bool found = text && strstr(text, needle) != NULL;
+    free(text);
+    return found;
 }
 
 static void test_tokenizer(const char *data, const char *tok_dir) {
@@ -416,18 +308,6 @@ static void test_tokenizer(const char *data, const char *tok_dir) {
 
 /* ---------------- the stages ---------------- */
 
-static lk_pretrain_config stage_config(lk_pretrain_stage stage, const char *data, const char *run,
-                                       int64_t steps, int batch) {
-    lk_pretrain_config c = lk_pretrain_defaults(stage);
-    c.data_dir = data;
-    c.run_dir = run;
-    c.steps = steps;
-    c.batch = batch;
-    c.seed = 7;
-    c.checkpoint_every = 1000; /* a checkpoint (and export) at the end only */
-    return c;
-}
-
 static void check_run(const char *what, const lk_pretrain_config *c, lk_status want,
                       progress_log *log, float metric_lo, float metric_hi) {
     memset(log, 0, sizeof *log);
@@ -450,7 +330,7 @@ static void check_run(const char *what, const lk_pretrain_config *c, lk_status w
 }
 
 static void test_text(const char *data, const char *tok_dir, const char *run) {
-    lk_pretrain_config c = stage_config(LK_PRETRAIN_TEXT, data, run, 3, 4);
+    lk_pretrain_config c = lk_t_pretrain_config(LK_PRETRAIN_TEXT, data, run, 3, 4, SEED);
     progress_log log;
     /* the tokenizer is required */
     check_run("text without a tokenizer", &c, LK_ERR_INVALID, &log, 0.0f, 1.0f);
@@ -534,7 +414,7 @@ static void test_text(const char *data, const char *tok_dir, const char *run) {
 /* vae: A runs 4 steps; B runs 2, is refused a resume with another batch, then resumes to 4 */
 static void test_vae(const char *data, const char *run_a, const char *run_b) {
     progress_log log;
-    lk_pretrain_config c = stage_config(LK_PRETRAIN_VAE, data, run_a, 4, 2);
+    lk_pretrain_config c = lk_t_pretrain_config(LK_PRETRAIN_VAE, data, run_a, 4, 2, SEED);
     check_run("vae stage A, 4 steps of batch 2", &c, LK_OK, &log, 0.0f, 255.0f);
     CHECK(log.calls == 4 && checkpoint_step(run_a) == 4);
     check_exists(run_a, "export/vae/config.json");
@@ -562,7 +442,7 @@ static void test_vae(const char *data, const char *run_a, const char *run_b) {
     c.seed = 8;
     check_run("vae stage B, resume with another seed", &c, LK_ERR_INVALID, &log, 0.0f, 255.0f);
     CHECK(strstr(lk_last_error(), "seed") != NULL);
-    c.seed = 7;
+    c.seed = SEED;
     check_run("vae stage B, resume to 4 steps", &c, LK_OK, &log, 0.0f, 255.0f);
     CHECK(log.calls == 2 && log.last_step == 4);
     CHECK(checkpoint_step(run_b) == 4);
@@ -579,7 +459,7 @@ static void test_vae(const char *data, const char *run_a, const char *run_b) {
 static void test_cancel(const char *data, const char *run, const char *tok_dir) {
     volatile sig_atomic_t cancel = 1;
     progress_log log;
-    lk_pretrain_config c = stage_config(LK_PRETRAIN_VAE, data, run, 3, 1);
+    lk_pretrain_config c = lk_t_pretrain_config(LK_PRETRAIN_VAE, data, run, 3, 1, SEED);
     c.vae_crop = 16;
     c.cancel = &cancel;
     check_run("vae, cancelled before the first step", &c, LK_ERR_INTERRUPTED, &log, 0.0f, 255.0f);
@@ -609,7 +489,7 @@ static void test_cancel(const char *data, const char *run, const char *tok_dir) 
     /* resuming without a checkpoint, a bad crop, missing folders, bad numbers */
     char p[1024];
     snprintf(p, sizeof p, "%s/none", run);
-    lk_pretrain_config d = stage_config(LK_PRETRAIN_VAE, data, p, 2, 1);
+    lk_pretrain_config d = lk_t_pretrain_config(LK_PRETRAIN_VAE, data, p, 2, 1, SEED);
     d.vae_crop = 16;
     d.resume = true;
     CHECK(lk_pretrain_run(&d) != LK_OK && strstr(lk_last_error(), "checkpoint.safetensors"));
@@ -629,7 +509,7 @@ static void test_cancel(const char *data, const char *run, const char *tok_dir) 
     d.data_dir = tok_dir; /* no manifest */
     CHECK(lk_pretrain_run(&d) == LK_ERR_IO);
     /* the unet stage needs the text and vae exports */
-    lk_pretrain_config u = stage_config(LK_PRETRAIN_UNET, data, run, 2, 1);
+    lk_pretrain_config u = lk_t_pretrain_config(LK_PRETRAIN_UNET, data, run, 2, 1, SEED);
     u.resume = true;
     CHECK(lk_pretrain_run(&u) == LK_ERR_INVALID); /* no --text / --vae */
     CHECK(strstr(lk_last_error(), "--text") != NULL);
@@ -641,7 +521,7 @@ static void test_unet(const char *data, const char *tok_dir, const char *text_ru
     snprintf(text_dir, sizeof text_dir, "%s/export", text_run);
     snprintf(vae_dir, sizeof vae_dir, "%s/export", vae_run);
     progress_log log;
-    lk_pretrain_config c = stage_config(LK_PRETRAIN_UNET, data, run_a, steps, 2);
+    lk_pretrain_config c = lk_t_pretrain_config(LK_PRETRAIN_UNET, data, run_a, steps, 2, SEED);
     c.tokenizer_dir = tok_dir;
     c.text_dir = text_dir;
     c.vae_dir = vae_dir;
@@ -740,7 +620,6 @@ static void test_assemble_generate(const char *tok_dir, const char *text_run, co
 }
 
 int main(void) {
-    T0 = lk_t_now();
     char root[] = "/tmp/lk_pretrain_XXXXXX";
     REQUIRE(mkdtemp(root));
     char data[256], tok[256], text[256], vae_a[256], vae_b[256], cancel[256], unet_a[256],
@@ -754,29 +633,22 @@ int main(void) {
     snprintf(unet_a, sizeof unet_a, "%s/runs/unet_a", root);
     snprintf(unet_b, sizeof unet_b, "%s/runs/unet_b", root);
     snprintf(out, sizeof out, "%s/model", root);
-    REQUIRE(mkdir(data, 0755) == 0);
-    REQUIRE(write_dataset(data));
-    phase("data set written");
+    REQUIRE(lk_t_write_emoji_set(data, CONCEPTS, N_CONCEPTS, false));
+    lk_t_phase("data set written");
     test_split(data);
-    phase("split");
+    lk_t_phase("split");
     test_tokenizer(data, tok);
-    phase("tokenizer");
+    lk_t_phase("tokenizer");
     test_text(data, tok, text);
-    phase("text stage");
+    lk_t_phase("text stage");
     test_vae(data, vae_a, vae_b);
-    phase("vae stage + resume");
+    lk_t_phase("vae stage + resume");
     test_cancel(data, cancel, tok);
-    phase("cancel + refusals");
+    lk_t_phase("cancel + refusals");
     test_unet(data, tok, text, vae_a, unet_a, unet_b, 4);
-    phase("unet stage + resume");
+    lk_t_phase("unet stage + resume");
     test_assemble_generate(tok, text, vae_a, unet_a, out);
-    phase("assemble + txt2img");
-    if (!getenv("LK_KEEP_TMP")) {
-        char cmd[300];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-        CHECK(system(cmd) == 0);
-    } else {
-        printf("kept %s\n", root);
-    }
+    lk_t_phase("assemble + txt2img");
+    lk_t_remove_tmp(root);
     return lk_t_done();
 }

@@ -11,22 +11,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static char *read_all(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    if (b) b[n] = '\0';
-    fclose(f);
-    return b;
-}
-
 static int same_ids(const int64_t *a, const int64_t *b, int n) {
     for (int i = 0; i < n; i++)
         if (a[i] != b[i]) return 0;
@@ -68,7 +52,7 @@ static int json_ids(const cJSON *arr, int64_t *out, int cap) {
 static void test_golden(const lk_tokenizer *t) {
     char path[4096];
     snprintf(path, sizeof path, "%s/tokenizer_cases.json", lk_t_golden_dir());
-    char *text = read_all(path);
+    char *text = lk_t_read_file(path, NULL);
     CHECK(text != NULL);
     if (!text) return;
     cJSON *root = cJSON_Parse(text);
