@@ -79,9 +79,10 @@ lk_status lk_image_decode(lk_image *out, const void *data, size_t size, const ch
 /* Read a whole file (up to LK_IMAGE_MAX_FILE_BYTES) and decode it; messages name path. */
 lk_status lk_image_load(lk_image *out, const char *path, const lk_image_load_opts *opts);
 
-/* Format and displayed size (after the EXIF orientation unless ignore_orientation, the only
- * option read) from the headers alone, without decoding pixels: for bucketing a dataset by
- * aspect ratio. The same caps and header errors as lk_image_decode; any of fmt/w/h may be NULL. */
+/* Format and displayed size (after the EXIF orientation unless ignore_orientation) from the
+ * headers alone, without decoding pixels: for bucketing a dataset by aspect ratio. The options
+ * read are ignore_orientation and max_pixels; the same caps and header errors as
+ * lk_image_decode; any of fmt/w/h may be NULL. */
 lk_status lk_image_probe(const void *data, size_t size, const char *name,
                          const lk_image_load_opts *opts, lk_image_format *fmt, int *w, int *h);
 
