@@ -122,3 +122,47 @@ lk_status lk__copy_file_atomic(const char *src, const char *dst) {
     free(tmp);
     return err ? lk_fail(LK_ERR_IO, "%s: cannot copy to %s: %s", src, dst, strerror(err)) : LK_OK;
 }
+
+lk_status lk__read_file(const char *path, size_t max, char **data, size_t *len) {
+    *data = NULL;
+    *len = 0;
+    if (!path) return lk_fail(LK_ERR_INVALID, "read_file: NULL path");
+    FILE *f = fopen(path, "rb");
+    if (!f) return lk_fail(LK_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 0, n = 0;
+    char *buf = NULL;
+    lk_status st = LK_OK;
+    for (;;) {
+        if (n == cap) {
+            if (n > max) {
+                st = lk_fail(LK_ERR_FORMAT, "%s: larger than %zu bytes", path, max);
+                break;
+            }
+            size_t nc = cap ? cap * 2 : (size_t)1 << 16;
+            if (nc > max + 1) nc = max + 1;
+            char *nb = realloc(buf, nc + 1);
+            if (!nb) {
+                st = lk_fail(LK_ERR_NOMEM, "%s: out of memory", path);
+                break;
+            }
+            buf = nb;
+            cap = nc;
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) {
+            if (ferror(f)) st = lk_fail(LK_ERR_IO, "%s: read failed", path);
+            break;
+        }
+    }
+    fclose(f);
+    if (st != LK_OK) {
+        free(buf);
+        return st;
+    }
+    if (!buf && !(buf = malloc(1))) return lk_fail(LK_ERR_NOMEM, "%s: out of memory", path);
+    buf[n] = '\0';
+    *data = buf;
+    *len = n;
+    return LK_OK;
+}

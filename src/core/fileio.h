@@ -23,4 +23,9 @@ lk_status lk__write_text_atomic(const char *path, const char *text);
  * LK_ERR_INVALID for a NULL argument, LK_ERR_NOMEM. */
 lk_status lk__copy_file_atomic(const char *src, const char *dst);
 
+/* Read the whole file path (at most max bytes) into *data (malloc'd, NUL-terminated at
+ * data[*len], caller frees). LK_ERR_IO naming the path when it cannot be opened or read,
+ * LK_ERR_FORMAT when it is larger than max, LK_ERR_NOMEM. *data is NULL on failure. */
+lk_status lk__read_file(const char *path, size_t max, char **data, size_t *len);
+
 #endif

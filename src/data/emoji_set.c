@@ -5,6 +5,9 @@
 #include "likeness/image.h"
 
 #include <cjson/cJSON.h>
+
+#include "core/fileio.h"
+#include "core/json_util.h"
 #include <errno.h>
 #include <math.h>
 #include <stdalign.h>
@@ -154,15 +157,6 @@ static const char *shown(char *dst, size_t cap, const char *src) {
     return dst;
 }
 
-static const char *json_type(const cJSON *v) {
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsNull(v)) return "null";
-    if (cJSON_IsArray(v)) return "a list";
-    if (cJSON_IsObject(v)) return "an object";
-    return "invalid JSON";
-}
 
 /* An integer-valued number in [lo, hi]. */
 static bool as_int(const cJSON *v, int lo, int hi, int *out) {
@@ -214,7 +208,7 @@ static lk_status text_field(const parser *p, const cJSON *obj, const char *ctx, 
     if (!v) return LK_OK;
     if (!cJSON_IsString(v))
         return lk_fail(LK_ERR_FORMAT, "%s: %sfield '%s' must be a string, got %s", p->label, ctx,
-                       key, json_type(v));
+                       key, lk__json_type(v));
     if (!text_ok(v->valuestring, EMOJI_MAX_TEXT))
         return lk_fail(LK_ERR_FORMAT,
                        "%s: %sfield '%s' is not valid UTF-8 text of at most %d bytes without "
@@ -295,7 +289,7 @@ static lk_status parse_header(const parser *p, const cJSON *root) {
     if ((st = field(p, root, "", "generator_training_styles", true, &v)) != LK_OK) return st;
     if (!cJSON_IsArray(v))
         return lk_fail(LK_ERR_FORMAT, "%s: field 'generator_training_styles' must be a list of "
-                       "style names, got %s", p->label, json_type(v));
+                       "style names, got %s", p->label, lk__json_type(v));
     int k = 0;
     for (const cJSON *e = v->child; e; e = e->next, k++) {
         char buf[48];
@@ -323,7 +317,7 @@ static lk_status parse_concept(const parser *p, const cJSON *m, lk_emoji_concept
     snprintf(ctx, sizeof ctx, "concept '%s': ", shown_key);
     if (!cJSON_IsObject(m))
         return lk_fail(LK_ERR_FORMAT, "%s: concept '%s' must be an object, got %s", p->label,
-                       shown_key, json_type(m));
+                       shown_key, lk__json_type(m));
     const cJSON *v;
     lk_status st = field(p, m, ctx, "key", true, &v);
     if (st != LK_OK) return st;
@@ -386,7 +380,7 @@ static lk_status parse_concept(const parser *p, const cJSON *m, lk_emoji_concept
     if ((st = field(p, m, ctx, "heldout", true, &v)) != LK_OK) return st;
     if (!cJSON_IsBool(v))
         return lk_fail(LK_ERR_FORMAT, "%s: %sfield 'heldout' must be true or false, got %s",
-                       p->label, ctx, json_type(v));
+                       p->label, ctx, lk__json_type(v));
     c->heldout = cJSON_IsTrue(v);
     return LK_OK;
 }
@@ -402,7 +396,7 @@ static lk_status parse_concepts(const parser *p, const cJSON *root) {
     if (st != LK_OK) return st;
     if (!cJSON_IsObject(v))
         return lk_fail(LK_ERR_FORMAT, "%s: field 'concepts' must be an object (key -> concept), "
-                       "got %s", p->label, json_type(v));
+                       "got %s", p->label, lk__json_type(v));
     int n = n_children(v, EMOJI_MAX_CONCEPTS);
     if (n < 1 || n > EMOJI_MAX_CONCEPTS)
         return lk_fail(LK_ERR_FORMAT, "%s: field 'concepts' must hold 1 to %d concepts", p->label,
@@ -428,7 +422,7 @@ static lk_status parse_heldout(const parser *p, const cJSON *root) {
     if (st != LK_OK) return st;
     if (!cJSON_IsArray(v))
         return lk_fail(LK_ERR_FORMAT, "%s: field 'heldout' must be a list of concept keys, got %s",
-                       p->label, json_type(v));
+                       p->label, lk__json_type(v));
     bool *seen = calloc((size_t)s->n_concepts, sizeof *seen);
     if (!seen) return lk_fail(LK_ERR_NOMEM, "%s: out of memory", p->label);
     int k = 0;
@@ -476,7 +470,7 @@ static lk_status check_counts(const parser *p, const cJSON *root) {
     if (st != LK_OK || !v) return st;
     if (!cJSON_IsObject(v))
         return lk_fail(LK_ERR_FORMAT, "%s: field 'counts' must be an object, got %s", p->label,
-                       json_type(v));
+                       lk__json_type(v));
     int per_style[LK_EMOJI_MAX_STYLES] = {0}, all = 0, held = 0;
     const unsigned full = (1u << s->n_styles) - 1;
     for (int i = 0; i < s->n_concepts; i++) {
@@ -492,7 +486,7 @@ static lk_status check_counts(const parser *p, const cJSON *root) {
     if ((st = field(p, v, "counts: ", "per_style", true, &ps)) != LK_OK) return st;
     if (!cJSON_IsObject(ps))
         return lk_fail(LK_ERR_FORMAT, "%s: counts: field 'per_style' must be an object, got %s",
-                       p->label, json_type(ps));
+                       p->label, lk__json_type(ps));
     for (int k = 0; k < s->n_styles; k++)
         if ((st = check_count(p, ps, "counts.per_style: ", s->styles[k], per_style[k])) != LK_OK)
             return st;
@@ -519,29 +513,8 @@ lk_status lk_emoji_set_parse(lk_emoji_set **out, const char *json, size_t len, c
     }
     if (len) memcpy(text, json, len);
     text[len] = '\0';
-    if (strlen(text) != len) {
-        st = lk_fail(LK_ERR_FORMAT, "%s: NUL byte inside the JSON text", label);
-        goto done;
-    }
-    const char *end = NULL;
-    root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (!root) {
-        const char *at = cJSON_GetErrorPtr();
-        size_t off = (at && at >= text && at <= text + len) ? (size_t)(at - text) : 0;
-        st = lk_fail(LK_ERR_FORMAT, "%s: not valid JSON (error near byte %zu)", label, off);
-        goto done;
-    }
-    for (const char *q = end; q && q < text + len; q++)
-        if (*q != ' ' && *q != '\n' && *q != '\r' && *q != '\t') {
-            st = lk_fail(LK_ERR_FORMAT, "%s: trailing data after the JSON object (byte %zu)", label,
-                         (size_t)(q - text));
-            goto done;
-        }
-    if (!cJSON_IsObject(root)) {
-        st = lk_fail(LK_ERR_FORMAT, "%s: the manifest must be a JSON object, got %s", label,
-                     json_type(root));
-        goto done;
-    }
+    st = lk__json_parse_object(text, len, label, "manifest", &root);
+    if (st != LK_OK) goto done;
     /* the image folder, without trailing slashes ("" -> ".") */
     size_t dl = strlen(dir);
     while (dl > 1 && dir[dl - 1] == '/') dl--;
@@ -567,48 +540,6 @@ done:
     return st;
 }
 
-/* Read a whole file of at most max bytes into a malloc'd buffer (LK_ERR_FORMAT if larger). */
-static lk_status read_file(const char *path, size_t max, char **data, size_t *len) {
-    *data = NULL;
-    *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return lk_fail(LK_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 0, n = 0;
-    char *buf = NULL;
-    lk_status st = LK_OK;
-    for (;;) {
-        if (n == cap) {
-            if (n > max) {
-                st = lk_fail(LK_ERR_FORMAT, "%s: larger than %zu MiB", path, max >> 20);
-                break;
-            }
-            size_t nc = cap ? cap * 2 : (size_t)1 << 16;
-            if (nc > max + 1) nc = max + 1;
-            char *nb = realloc(buf, nc);
-            if (!nb) {
-                st = lk_fail(LK_ERR_NOMEM, "%s: out of memory", path);
-                break;
-            }
-            buf = nb;
-            cap = nc;
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) {
-            if (ferror(f)) st = lk_fail(LK_ERR_IO, "%s: read failed", path);
-            break;
-        }
-    }
-    fclose(f);
-    if (st != LK_OK) {
-        free(buf);
-        return st;
-    }
-    *data = buf;
-    *len = n;
-    return LK_OK;
-}
-
 /* Contract: see emoji_set.h. */
 lk_status lk_emoji_set_open(lk_emoji_set **out, const char *dir) {
     if (out) *out = NULL;
@@ -620,7 +551,7 @@ lk_status lk_emoji_set_open(lk_emoji_set **out, const char *dir) {
     memcpy(path + dl, "/manifest.json", sizeof "/manifest.json");
     char *text;
     size_t len;
-    lk_status st = read_file(path, EMOJI_MAX_MANIFEST_BYTES, &text, &len);
+    lk_status st = lk__read_file(path, EMOJI_MAX_MANIFEST_BYTES, &text, &len);
     if (st == LK_OK) st = lk_emoji_set_parse(out, text, len, dir, path);
     free(text);
     free(path);
@@ -712,7 +643,7 @@ lk_status lk_emoji_set_load_image(const lk_emoji_set *s, int concept, int style,
     size_t len = 0;
     lk_image img = {0};
     lk_status st = lk_emoji_set_image_path(s, concept, style, size, path, cap);
-    if (st == LK_OK) st = read_file(path, EMOJI_MAX_IMAGE_BYTES, &data, &len);
+    if (st == LK_OK) st = lk__read_file(path, EMOJI_MAX_IMAGE_BYTES, &data, &len);
     lk_image_load_opts opts = {.channels = 3, .max_pixels = (int64_t)size * size};
     int w = 0, h = 0;
     if (st == LK_OK) st = lk_image_probe(data, len, path, NULL, NULL, &w, &h); /* no pixel cap */

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "likeness/clip_model.h"
+#include "core/fileio.h"
 
 static lk_status want_int(const cJSON *o, const char *key, int lo, int hi, int *out,
                           const char *label) {
@@ -76,30 +77,9 @@ lk_status lk_clip_model_config_parse(lk_clip_model_config *cfg, const char *json
 
 lk_status lk_clip_model_config_load(lk_clip_model_config *cfg, const char *path) {
     if (!cfg || !path) return lk_fail(LK_ERR_INVALID, "clip_model_config_load: NULL argument");
-    FILE *f = fopen(path, "rb");
-    if (!f) return lk_fail(LK_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
     char *buf = NULL;
-    size_t n = 0, cap = 0;
-    lk_status s = LK_OK;
-    for (;;) {
-        if (n + 4096 > cap) {
-            if (cap > (1u << 20)) {
-                s = lk_fail(LK_ERR_FORMAT, "%s: larger than 1 MiB", path);
-                break;
-            }
-            char *nb = realloc(buf, cap = cap ? 2 * cap : 8192);
-            if (!nb) {
-                s = lk_fail(LK_ERR_NOMEM, "out of memory");
-                break;
-            }
-            buf = nb;
-        }
-        const size_t k = fread(buf + n, 1, cap - n, f);
-        n += k;
-        if (k == 0) break;
-    }
-    if (s == LK_OK && ferror(f)) s = lk_fail(LK_ERR_IO, "%s: read error", path);
-    fclose(f);
+    size_t n = 0;
+    lk_status s = lk__read_file(path, (size_t)1 << 20, &buf, &n);
     if (s == LK_OK) s = lk_clip_model_config_parse(cfg, buf, n, path);
     free(buf);
     return s;

@@ -4,6 +4,8 @@
 #include "likeness/model_config.h"
 
 #include <cjson/cJSON.h>
+
+#include "core/fileio.h"
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -436,42 +438,8 @@ lk_status lk_clip_text_config_parse(lk_clip_text_config *cfg, const char *json, 
 
 /* Read a whole (small) file; *text is malloc'd, caller frees. */
 static lk_status read_text(const char *path, char **text, size_t *len) {
-    *text = NULL;
-    *len = 0;
     if (!path) return lk_fail(LK_ERR_INVALID, "config: NULL path");
-    FILE *f = fopen(path, "rb");
-    if (!f) return lk_fail(LK_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n == cap) {
-            if (cap >= CONFIG_MAX_BYTES) {
-                free(buf);
-                fclose(f);
-                return lk_fail(LK_ERR_FORMAT, "%s: larger than %u bytes", path, CONFIG_MAX_BYTES);
-            }
-            cap = cap ? 2 * cap : 4096;
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return lk_fail(LK_ERR_NOMEM, "%s: out of memory", path);
-            }
-            buf = nb;
-        }
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (r == 0) break;
-    }
-    bool err = ferror(f);
-    fclose(f);
-    if (err) {
-        free(buf);
-        return lk_fail(LK_ERR_IO, "%s: read error", path);
-    }
-    *text = buf;
-    *len = n;
-    return LK_OK;
+    return lk__read_file(path, CONFIG_MAX_BYTES, text, len);
 }
 
 lk_status lk_unet_config_load(lk_unet_config *cfg, const char *path) {

@@ -3,6 +3,9 @@
 #include "sample/sampler_internal.h"
 
 #include <cjson/cJSON.h>
+
+#include "core/fileio.h"
+#include "core/json_util.h"
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -64,17 +67,9 @@ typedef struct parse_ctx {
     bool have_n, have_b0, have_b1, have_sched;
 } parse_ctx;
 
-static const char *json_type(const cJSON *v) {
-    if (cJSON_IsNull(v)) return "null";
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsArray(v)) return "an array";
-    return "an object";
-}
 
 static lk_status want(const parse_ctx *p, const cJSON *v, const char *what) {
-    return lk_fail(LK_ERR_FORMAT, "%s: '%s' must be %s, got %s", p->label, v->string, what, json_type(v));
+    return lk_fail(LK_ERR_FORMAT, "%s: '%s' must be %s, got %s", p->label, v->string, what, lk__json_type(v));
 }
 
 static lk_status get_bool(const parse_ctx *p, const cJSON *v, bool *out) {
@@ -239,25 +234,9 @@ lk_status lk_schedule_config_parse(lk_schedule_config *cfg, const char *json, si
         return lk_fail(LK_ERR_FORMAT, "%s: NUL byte inside the JSON text", label);
     }
     patch_infinities(text, len);
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    lk_status st = LK_OK;
-    if (!root) {
-        const char *at = cJSON_GetErrorPtr();
-        size_t off = (at && at >= text && at <= text + len) ? (size_t)(at - text) : 0;
-        st = lk_fail(LK_ERR_FORMAT, "%s: not valid JSON (error near byte %zu)", label, off);
-        goto done;
-    }
-    for (const char *q = end; q && q < text + len; q++)
-        if (*q != ' ' && *q != '\n' && *q != '\r' && *q != '\t') {
-            st = lk_fail(LK_ERR_FORMAT, "%s: trailing data after the JSON object (byte %zu)", label,
-                         (size_t)(q - text));
-            goto done;
-        }
-    if (!cJSON_IsObject(root)) {
-        st = lk_fail(LK_ERR_FORMAT, "%s: the config must be a JSON object, got %s", label, json_type(root));
-        goto done;
-    }
+    cJSON *root = NULL;
+    lk_status st = lk__json_parse_object(text, len, label, "config", &root);
+    if (st != LK_OK) goto done;
     parse_ctx p = {.label = label};
     lk_schedule_config_default(&p.cfg);
     p.cfg.set_alpha_to_one = true; /* diffusers' class defaults where a key is missing */
@@ -293,21 +272,10 @@ done:
 /* Contract: see sampler.h. */
 lk_status lk_schedule_config_load(lk_schedule_config *cfg, const char *path) {
     if (!cfg || !path) return lk_fail(LK_ERR_INVALID, "schedule config: NULL argument");
-    FILE *f = fopen(path, "rb");
-    if (!f) return lk_fail(LK_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    char *buf = malloc(CONFIG_MAX_BYTES + 1);
-    if (!buf) {
-        fclose(f);
-        return lk_fail(LK_ERR_NOMEM, "%s: out of memory", path);
-    }
-    size_t len = fread(buf, 1, CONFIG_MAX_BYTES + 1, f);
-    const bool err = ferror(f) != 0;
-    fclose(f);
-    lk_status st;
-    if (err) st = lk_fail(LK_ERR_IO, "%s: read failed", path);
-    else if (len > CONFIG_MAX_BYTES)
-        st = lk_fail(LK_ERR_FORMAT, "%s: larger than 1 MiB, not a scheduler config", path);
-    else st = lk_schedule_config_parse(cfg, buf, len, path);
+    char *buf = NULL;
+    size_t len = 0;
+    lk_status st = lk__read_file(path, CONFIG_MAX_BYTES, &buf, &len);
+    if (st == LK_OK) st = lk_schedule_config_parse(cfg, buf, len, path);
     free(buf);
     return st;
 }
