@@ -43,20 +43,6 @@ static lk_status convert_part(const char *src_dir, const char *part, const char 
 }
 
 /* the CLIP tokenizer files of the folder dir/sub ("" or "name/") -> out/tokenizer/ */
-static lk_status copy_tokenizer(const char *dir, const char *sub, const char *out) {
-    static const char *const files[4] = {"vocab.json", "merges.txt", "tokenizer_config.json",
-                                         "special_tokens_map.json"};
-    char a[4300], b[4300];
-    snprintf(b, sizeof b, "%s/tokenizer", out);
-    lk_status s = lk__mkdirs(b);
-    for (int i = 0; i < 4 && s == LK_OK; i++) {
-        snprintf(a, sizeof a, "%s/%s%s", dir, sub, files[i]);
-        snprintf(b, sizeof b, "%s/tokenizer/%s", out, files[i]);
-        s = lk__copy_file_atomic(a, b);
-    }
-    return s;
-}
-
 lk_status lk_pretrain_assemble(const char *tokenizer_dir, const char *text_dir,
                                const char *vae_dir, const char *unet_dir, const char *out_dir) {
     if (!tokenizer_dir || !text_dir || !vae_dir || !unet_dir || !out_dir)
@@ -69,7 +55,7 @@ lk_status lk_pretrain_assemble(const char *tokenizer_dir, const char *text_dir,
     if (s == LK_OK) s = lk__mkdirs(p);
     snprintf(p, sizeof p, "%s/scheduler/scheduler_config.json", out_dir);
     if (s == LK_OK) s = lk__write_text_atomic(p, SCHEDULER);
-    if (s == LK_OK) s = copy_tokenizer(tokenizer_dir, "", out_dir);
+    if (s == LK_OK) s = lk__pt_copy_tokenizer(tokenizer_dir, "", out_dir);
     if (s == LK_OK) s = convert_part(text_dir, "text_encoder", "model.safetensors", out_dir);
     if (s == LK_OK) s = convert_part(vae_dir, "vae", "diffusion_pytorch_model.safetensors", out_dir);
     if (s == LK_OK) s = convert_part(unet_dir, "unet", "diffusion_pytorch_model.safetensors", out_dir);
@@ -79,7 +65,7 @@ lk_status lk_pretrain_assemble(const char *tokenizer_dir, const char *text_dir,
 lk_status lk_pretrain_assemble_evaluator(const char *text_export, const char *out_dir) {
     if (!text_export || !out_dir) return lk_fail(LK_ERR_INVALID, "pretrain assemble: NULL folder");
     lk_status s = lk__mkdirs(out_dir);
-    if (s == LK_OK) s = copy_tokenizer(text_export, "tokenizer/", out_dir);
+    if (s == LK_OK) s = lk__pt_copy_tokenizer(text_export, "tokenizer/", out_dir);
     if (s == LK_OK) s = convert_part(text_export, "clip", "model.safetensors", out_dir);
     return s;
 }

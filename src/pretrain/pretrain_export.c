@@ -61,6 +61,33 @@ lk_status lk__pt_save_weights_set(const lk_weights *ws, const char *path, bool f
     return s;
 }
 
+lk_status lk__pt_copy_tokenizer(const char *dir, const char *sub, const char *out) {
+    static const char *const files[4] = {"vocab.json", "merges.txt", "tokenizer_config.json",
+                                         "special_tokens_map.json"};
+    char a[4300], b[4300];
+    snprintf(b, sizeof b, "%s/tokenizer", out);
+    lk_status s = lk__mkdirs(b);
+    for (int i = 0; i < 4 && s == LK_OK; i++) {
+        snprintf(a, sizeof a, "%s/%s%s", dir, sub, files[i]);
+        snprintf(b, sizeof b, "%s/tokenizer/%s", out, files[i]);
+        s = lk__copy_file_atomic(a, b);
+    }
+    return s;
+}
+
+lk_status lk__pt_export_part(const lk__pt *p, const char *dir, const char *part,
+                             char *config_json, const char *file, const char *only) {
+    char path[4300];
+    snprintf(path, sizeof path, "%s/%s", dir, part);
+    lk_status s = config_json ? lk__mkdirs(path) : lk_fail(LK_ERR_NOMEM, "out of memory");
+    snprintf(path, sizeof path, "%s/%s/config.json", dir, part);
+    if (s == LK_OK) s = lk__write_text_atomic(path, config_json);
+    free(config_json);
+    snprintf(path, sizeof path, "%s/%s/%s", dir, part, file);
+    if (s == LK_OK) s = lk__pt_save_weights(p, path, false, only);
+    return s;
+}
+
 /* a growing string */
 typedef struct sbuf {
     char *p;

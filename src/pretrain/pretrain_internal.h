@@ -75,6 +75,13 @@ static inline lk_status lk__pt_copy_file(const char *src, const char *dst) {
  * run keeps one, into a safetensors file, F32 or F16, written atomically */
 lk_status lk__pt_save_weights(const lk__pt *p, const char *path, bool fp16, const char *only);
 lk_status lk__pt_save_weights_set(const lk_weights *w, const char *path, bool fp16);
+/* Copy the tokenizer files (vocab.json, merges.txt, tokenizer_config.json,
+ * special_tokens_map.json) from dir/sub (sub "" or "tokenizer/") into out/tokenizer/. */
+lk_status lk__pt_copy_tokenizer(const char *dir, const char *sub, const char *out);
+/* Export a network as dir/part/{config.json, file}: config_json is taken (freed here; NULL means
+ * it could not be made: LK_ERR_NOMEM), the weights as lk__pt_save_weights(p, ..., only). */
+lk_status lk__pt_export_part(const lk__pt *p, const char *dir, const char *part,
+                             char *config_json, const char *file, const char *only);
 char *lk__pt_unet_config_json(const lk_unet_config *c);
 char *lk__pt_vae_config_json(const lk_vae_config *c);
 char *lk__pt_text_config_json(const lk_clip_text_config *c);

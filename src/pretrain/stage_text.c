@@ -69,33 +69,17 @@ static lk_status text_grad(lk__pt *p, float *loss, float *metric) {
 }
 
 static lk_status text_export(lk__pt *p, const char *dir) {
-    text_stage *t = p->st;
+    const text_stage *t = p->st;
     char path[4300];
-    lk_status s = LK_OK;
-    const char *sub[3] = {"text_encoder", "tokenizer", "clip"};
-    for (int i = 0; i < 3 && s == LK_OK; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, sub[i]);
-        s = lk__mkdirs(path);
-    }
-    char *json = s == LK_OK ? lk__pt_text_config_json(&t->cfg.text) : NULL;
-    if (s == LK_OK && !json) s = lk_fail(LK_ERR_NOMEM, "out of memory");
-    snprintf(path, sizeof path, "%s/text_encoder/config.json", dir);
-    if (s == LK_OK) s = lk__write_text_atomic(path, json);
-    free(json);
-    snprintf(path, sizeof path, "%s/text_encoder/model.safetensors", dir);
-    if (s == LK_OK) s = lk__pt_save_weights(p, path, false, "text_model.");
+    lk_status s = lk__pt_export_part(p, dir, "text_encoder", lk__pt_text_config_json(&t->cfg.text),
+                                     "model.safetensors", "text_model.");
+    snprintf(path, sizeof path, "%s/clip", dir);
+    if (s == LK_OK) s = lk__mkdirs(path);
     snprintf(path, sizeof path, "%s/clip/config.json", dir);
     if (s == LK_OK) s = lk_clip_model_config_save(&t->cfg, path);
     snprintf(path, sizeof path, "%s/clip/model.safetensors", dir);
     if (s == LK_OK) s = lk__pt_save_weights(p, path, false, NULL);
-    const char *files[4] = {"vocab.json", "merges.txt", "tokenizer_config.json",
-                            "special_tokens_map.json"};
-    for (int i = 0; i < 4 && s == LK_OK; i++) {
-        char src[4300];
-        snprintf(src, sizeof src, "%s/%s", p->cfg.tokenizer_dir, files[i]);
-        snprintf(path, sizeof path, "%s/tokenizer/%s", dir, files[i]);
-        s = lk__copy_file_atomic(src, path);
-    }
+    if (s == LK_OK) s = lk__pt_copy_tokenizer(p->cfg.tokenizer_dir, "", dir);
     return s;
 }
 

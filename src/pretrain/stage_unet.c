@@ -270,18 +270,9 @@ static lk_status unet_grad(lk__pt *p, float *loss, float *metric) {
 }
 
 static lk_status unet_export(lk__pt *p, const char *dir) {
-    unet_stage *u = p->st;
-    char path[4300];
-    snprintf(path, sizeof path, "%s/unet", dir);
-    lk_status s = lk__mkdirs(path);
-    char *json = s == LK_OK ? lk__pt_unet_config_json(&u->cfg) : NULL;
-    if (s == LK_OK && !json) s = lk_fail(LK_ERR_NOMEM, "out of memory");
-    snprintf(path, sizeof path, "%s/unet/config.json", dir);
-    if (s == LK_OK) s = lk__write_text_atomic(path, json);
-    free(json);
-    snprintf(path, sizeof path, "%s/unet/diffusion_pytorch_model.safetensors", dir);
-    if (s == LK_OK) s = lk__pt_save_weights(p, path, false, NULL);
-    return s;
+    const unet_stage *u = p->st;
+    return lk__pt_export_part(p, dir, "unet", lk__pt_unet_config_json(&u->cfg),
+                              "diffusion_pytorch_model.safetensors", NULL);
 }
 
 static void unet_free(lk__pt *p) {

@@ -122,18 +122,11 @@ static lk_status vae_export(lk__pt *p, const char *dir) {
         free(backup[i]);
     }
     free(backup);
-    char path[4300];
-    snprintf(path, sizeof path, "%s/vae", dir);
-    if (s == LK_OK) s = lk__mkdirs(path);
     lk_vae_config cfg = v->cfg;
     cfg.scaling_factor = 1.0f / sd;
-    char *json = s == LK_OK ? lk__pt_vae_config_json(&cfg) : NULL;
-    if (s == LK_OK && !json) s = lk_fail(LK_ERR_NOMEM, "out of memory");
-    snprintf(path, sizeof path, "%s/vae/config.json", dir);
-    if (s == LK_OK) s = lk__write_text_atomic(path, json);
-    free(json);
-    snprintf(path, sizeof path, "%s/vae/diffusion_pytorch_model.safetensors", dir);
-    if (s == LK_OK) s = lk__pt_save_weights(p, path, false, NULL);
+    if (s == LK_OK)
+        s = lk__pt_export_part(p, dir, "vae", lk__pt_vae_config_json(&cfg),
+                               "diffusion_pytorch_model.safetensors", NULL);
     return s;
 }
 
