@@ -39,6 +39,14 @@ expect_error() {
 M="--model $GOLDEN"
 BASE="--steps 4 --sampler ddim --width 64 --height 64"
 
+# ---- the OpenMP wait policy: the user's is kept, otherwise the command picks one ----
+v=$("$BIN" version)
+check "version keeps OMP_WAIT_POLICY from the environment: $v" \
+    sh -c 'printf "%s" "$1" | grep -q "OMP_WAIT_POLICY PASSIVE"' _ "$v"
+v=$(env -u OMP_WAIT_POLICY "$BIN" version)
+check "version picks active or passive when unset: $v" \
+    sh -c 'printf "%s" "$1" | grep -Eq "OMP_WAIT_POLICY (active|passive)\)"' _ "$v"
+
 # ---- txt2img: PNG, sidecar, parameters ----
 "$BIN" generate $M --prompt "a photo of a cat" $BASE --seed 31337 --out "$T/a" >"$T/a.out" 2>"$T/a.log"
 check "txt2img exits 0" [ $? -eq 0 ]

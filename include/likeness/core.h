@@ -102,10 +102,14 @@ const char *lk_blas_recommended_coretype(void);
 /* For programs (not libraries), first thing in main: re-execute this program once with the same
  * argv when the environment lacks settings that the OpenMP runtime and OpenBLAS only read at
  * load time: OPENBLAS_CORETYPE when OpenBLAS misdetected the CPU, and OMP_WAIT_POLICY =
- * wait_policy ("passive" or "active"; NULL: leave it) when no policy is set (libgomp's default
- * made every BLAS call wait 8-12 ms here). Settings already in the environment are kept.
- * Returns if no re-exec happened. */
+ * wait_policy ("passive", "active", "auto": lk_auto_wait_policy(); NULL: leave it) when no
+ * policy is set (libgomp's default made every BLAS call wait 8-12 ms here). Settings already in
+ * the environment are kept. Returns if no re-exec happened. */
 void lk_reexec_with_tuned_env(int argc, char **argv, const char *wait_policy);
+/* "active" (spin: fastest when this process has the cores to itself) when the 1-minute load
+ * average is below half the online CPUs, else "passive" (sleep: far better when processes
+ * compete for the cores). */
+const char *lk_auto_wait_policy(void);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,7 @@
 /* main.c: the `likeness` command. Subcommands arrive with their issues (generate, train, ...);
  * this file only dispatches and turns a status into an exit code and a one-line message. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "likeness.h"
@@ -31,7 +32,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
-    lk_reexec_with_tuned_env(argc, argv, "passive");
+    lk_reexec_with_tuned_env(argc, argv, "auto");
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -42,7 +43,9 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
-        printf("likeness %s (%d threads)\n", lk_version(), lk_get_num_threads());
+        const char *wp = getenv("OMP_WAIT_POLICY");
+        printf("likeness %s (%d threads, OMP_WAIT_POLICY %s)\n", lk_version(), lk_get_num_threads(),
+               wp ? wp : "unset");
         return 0;
     }
     if (!strcmp(cmd, "info")) return lk_cli_info(argc - 1, argv + 1);
