@@ -121,7 +121,14 @@ int lk_cli_info(int argc, char **argv) {
         return 1;
     }
     printf("model         %s (%s)\n", m->path, m->single_file ? "single file" : "diffusers folder");
-    printf("architecture  %s, %s prediction%s\n", lk_sd_arch_name(m->arch),
+    /* The real SD-1.x / 2.x text encoders are 768 / 1024 wide; anything else (likeness's own
+     * emoji model, test models) only shares the architecture family. */
+    cJSON *tj = cJSON_Parse(m->part[LK_SD_TEXT_ENCODER].config_json ? m->part[LK_SD_TEXT_ENCODER].config_json : "{}");
+    const cJSON *hs = cJSON_GetObjectItemCaseSensitive(tj, "hidden_size");
+    const bool custom = cJSON_IsNumber(hs) && hs->valueint != 768 && hs->valueint != 1024;
+    cJSON_Delete(tj);
+    printf("architecture  %s%s, %s prediction%s\n", lk_sd_arch_name(m->arch),
+           custom ? " family (custom sizes)" : "",
            m->prediction == LK_PREDICT_V ? "v" : "epsilon",
            m->prediction_guessed ? " (not stated by the checkpoint; --prediction v for 768-v models)" : "");
     printf("\n%-13s %15s  %-5s  %11s  %11s  %s\n", "component", "parameters", "dtype", "f32 memory",
