@@ -443,6 +443,12 @@ static void test_vae(const char *data, const char *run_a, const char *run_b) {
     check_run("vae stage B, resume with another seed", &c, LK_ERR_INVALID, &log, 0.0f, 255.0f);
     CHECK(strstr(lk_last_error(), "seed") != NULL);
     c.seed = SEED;
+    const int crop = c.vae_crop;
+    c.vae_crop = crop == 16 ? 32 : 16;
+    check_run("vae stage B, resume with another crop", &c, LK_ERR_INVALID, &log, 0.0f, 255.0f);
+    CHECK(strstr(lk_last_error(), "inputs crop=") && strstr(lk_last_error(), "resume"));
+    CHECK(log.calls == 0 && checkpoint_step(run_b) == 2);
+    c.vae_crop = crop;
     check_run("vae stage B, resume to 4 steps", &c, LK_OK, &log, 0.0f, 255.0f);
     CHECK(log.calls == 2 && log.last_step == 4);
     CHECK(checkpoint_step(run_b) == 4);
@@ -553,6 +559,14 @@ static void test_unet(const char *data, const char *tok_dir, const char *text_ru
     check_run("unet stage B, resumed", &c, LK_OK, &log, 0.0f, 1e6f);
     CHECK(log.calls == steps - steps / 2);
     check_same_checkpoint("unet: N steps = N/2 steps + resume to N", run_a, run_b);
+    { /* the checkpoint names what it was made from: a resume must read the same */
+        lk_safetensors *st = NULL;
+        snprintf(p, sizeof p, "%s/checkpoint.safetensors", run_b);
+        CHECK_OK(lk_safetensors_open(&st, p));
+        const char *in = st ? lk_safetensors_meta(st, "inputs") : NULL;
+        CHECK(in && strstr(in, "vae=") && strstr(in, "text+tokenizer="));
+        lk_safetensors_close(st);
+    }
     /* a vae checkpoint is not a unet checkpoint */
     char vae_ck[1024], b_ck[1024];
     snprintf(vae_ck, sizeof vae_ck, "%s/checkpoint.safetensors", vae_run);

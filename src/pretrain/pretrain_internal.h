@@ -37,6 +37,8 @@ struct lk__pt {
     lk_ctx *ctx;
     char name[16];     /* "text", "vae", "unet" */
     char fingerprint[400]; /* settings a resume must keep */
+    char inputs[200];  /* what the stage read (tokenizer, frozen text encoder / VAE hashes, VAE
+                        * crop): a resume must read the same; "" = nothing to check */
     void *st;          /* the stage's state */
     /* one update's gradients into the parameter set; loss and metric out */
     lk_status (*grad)(lk__pt *p, float *loss, float *metric);
@@ -48,6 +50,10 @@ struct lk__pt {
 /* With cfg.init_dir: load DIR/part/file (any float dtype, as F32) into p->w before the
  * stage's fresh initialization fills in whatever is missing (pretrain_run.c). */
 lk_status lk__pt_init_from(lk__pt *p, const char *part, const char *file);
+/* Appends " LABEL=H" to p->inputs, H the first 16 hex digits of the SHA-256 of the n files
+ * (paths[i] under dir) read one after the other. */
+lk_status lk__pt_note_inputs(lk__pt *p, const char *label, const char *dir,
+                             const char *const *paths, int n);
 
 /* architectures (emoji_arch.c) */
 lk_clip_model_config lk__pt_clip_config(int vocab_size);

@@ -3,6 +3,7 @@
  * resume, a JSON-lines log, exports at every checkpoint, and cancellation. */
 #define _POSIX_C_SOURCE 200809L
 #include "pretrain/pretrain_internal.h"
+#include "core/sha256.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -57,6 +58,7 @@ static lk_status save_checkpoint(lk__pt *p, const char *path) {
     lk_status s = lk_st_writer_meta(w, "format", CKPT_FORMAT);
     if (s == LK_OK) s = lk_st_writer_meta(w, "stage", p->name);
     if (s == LK_OK) s = lk_st_writer_meta(w, "settings", p->fingerprint);
+    if (s == LK_OK && p->inputs[0]) s = lk_st_writer_meta(w, "inputs", p->inputs);
     for (int i = 0; s == LK_OK && i < lk_paramset_count(p->ps); i++) {
         const lk_tensor *t = lk_paramset_get(p->ps, i);
         char name[200];
@@ -75,18 +77,45 @@ static lk_status save_checkpoint(lk__pt *p, const char *path) {
     return s;
 }
 
+lk_status lk__pt_note_inputs(lk__pt *p, const char *label, const char *dir,
+                             const char *const *paths, int n) {
+    lk_sha256 h;
+    lk_sha256_init(&h);
+    lk_status s = LK_OK;
+    for (int i = 0; s == LK_OK && i < n; i++) {
+        char path[4300];
+        snprintf(path, sizeof path, "%s/%s", dir, paths[i]);
+        size_t len = 0;
+        char *data = NULL;
+        s = lk__read_file(path, (size_t)1 << 34, &data, &len);
+        if (s == LK_OK) lk_sha256_update(&h, data, len);
+        free(data);
+    }
+    if (s != LK_OK) return s;
+    uint8_t d[32];
+    lk_sha256_final(&h, d);
+    const size_t at = strlen(p->inputs);
+    snprintf(p->inputs + at, sizeof p->inputs - at, "%s%s=%02x%02x%02x%02x%02x%02x%02x%02x",
+             at ? " " : "", label, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]);
+    return LK_OK;
+}
+
 static lk_status load_checkpoint(lk__pt *p, const char *path) {
     lk_safetensors *st = NULL;
     lk_status s = lk_safetensors_open(&st, path);
     if (s != LK_OK) return lk_fail_prefix(s, "resume: ");
     const char *fmt = lk_safetensors_meta(st, "format"), *stage = lk_safetensors_meta(st, "stage");
     const char *set = lk_safetensors_meta(st, "settings");
+    const char *in = lk_safetensors_meta(st, "inputs"); /* absent in checkpoints before 0.1.1 */
     if (!fmt || strcmp(fmt, CKPT_FORMAT) || !stage || strcmp(stage, p->name))
         s = lk_fail(LK_ERR_FORMAT, "%s: not a likeness pretraining checkpoint of stage %s", path,
                     p->name);
     else if (!set || strcmp(set, p->fingerprint))
         s = lk_fail(LK_ERR_INVALID, "%s: made with settings %s, this run has %s (resume needs the "
                     "same data, batch and seed)", path, set ? set : "(none)", p->fingerprint);
+    else if (in && strcmp(in, p->inputs))
+        s = lk_fail(LK_ERR_INVALID, "%s: made from inputs %s, this run reads %s (resume needs the "
+                    "same tokenizer, text encoder, VAE and crop)", path, in, p->inputs[0] ? p->inputs : "(none)");
     for (int i = 0; s == LK_OK && i < lk_paramset_count(p->ps); i++) {
         lk_tensor *t = lk_paramset_get(p->ps, i);
         char name[200];

@@ -109,6 +109,8 @@ lk_status lk__pt_text_setup(lk__pt *p) {
     p->export_to = text_export;
     p->free_stage = text_free;
     lk_status s = lk_tokenizer_load(&t->tok, p->cfg.tokenizer_dir);
+    static const char *const tok_files[] = {"vocab.json", "merges.txt"};
+    if (s == LK_OK) s = lk__pt_note_inputs(p, "tokenizer", p->cfg.tokenizer_dir, tok_files, 2);
     if (s != LK_OK) return s;
     t->cfg = lk__pt_clip_config((int)lk_tokenizer_vocab_size(t->tok));
     s = lk__pt_init_from(p, "clip", "model.safetensors");

@@ -52,6 +52,8 @@ static lk_status cache_latents(lk__pt *p, unet_stage *u, const char *vae_dir) {
     lk_weights *w = s == LK_OK ? lk_weights_new() : NULL;
     if (s == LK_OK && !w) s = lk_fail(LK_ERR_NOMEM, "out of memory");
     if (s == LK_OK) s = load_part(w, vae_dir, "vae", "diffusion_pytorch_model.safetensors");
+    static const char *const vae_files[] = {"vae/config.json", "vae/diffusion_pytorch_model.safetensors"};
+    if (s == LK_OK) s = lk__pt_note_inputs(p, "vae", vae_dir, vae_files, 2);
     lk_vae *vae = NULL;
     if (s == LK_OK) s = lk_vae_new(&vae, &vc, w, "");
     if (s == LK_OK && (vc.latent_channels != u->cfg.in_channels || vc.n_blocks < 1))
@@ -186,6 +188,11 @@ static lk_status cache_text(lk__pt *p, unet_stage *u, const char *text_dir, cons
     if (s == LK_OK && (!u->emb || !ids)) s = lk_fail(LK_ERR_NOMEM, "out of memory for the captions");
     uint8_t key[32];
     if (s == LK_OK) s = cache_key(p, u, text_dir, tok_dir, key);
+    if (s == LK_OK) { /* the key covers the text encoder, the tokenizer and the captions */
+        const size_t at = strlen(p->inputs);
+        snprintf(p->inputs + at, sizeof p->inputs - at, "%stext+tokenizer=%02x%02x%02x%02x%02x%02x%02x%02x",
+                 at ? " " : "", key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7]);
+    }
     const bool cached = s == LK_OK && cache_read(p->cfg.run_dir, key, n, per, u->emb);
     lk_ctx *ctx = p->ctx;
     lk_set_grad_enabled(ctx, false);

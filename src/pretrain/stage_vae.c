@@ -153,6 +153,7 @@ lk_status lk__pt_vae_setup(lk__pt *p) {
     if (C < f || C > LK_PT_IMAGE || C % f)
         return lk_fail(LK_ERR_INVALID, "pretrain vae: crop %d must be a multiple of %d in %d..%d",
                        C, f, f, LK_PT_IMAGE);
+    snprintf(p->inputs, sizeof p->inputs, "crop=%d", C);
     lk_status s = lk__pt_init_from(p, "vae", "diffusion_pytorch_model.safetensors");
     if (s == LK_OK) s = lk_vae_init_weights(p->w, &v->cfg, "", LK_F32, p->cfg.seed);
     if (s == LK_OK) s = lk_vae_new(&v->vae, &v->cfg, p->w, "");
