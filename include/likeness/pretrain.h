@@ -74,7 +74,9 @@ typedef struct lk_pretrain_config {
 lk_pretrain_config lk_pretrain_defaults(lk_pretrain_stage stage);
 
 /* Run (or resume) a stage until cfg->steps, checkpointing every checkpoint_every updates and at
- * the end (and on cancel, then LK_ERR_INTERRUPTED). Exports the model at every checkpoint. */
+ * the end (and on cancel, then LK_ERR_INTERRUPTED). Exports the model at every checkpoint.
+ * A resume needs the checkpoint's data, batch, seed and inputs (tokenizer, frozen text encoder
+ * and VAE, VAE crop), else LK_ERR_INVALID naming both; lr, warmup and steps may change. */
 lk_status lk_pretrain_run(const lk_pretrain_config *cfg);
 
 /* Learn the BPE vocabulary from the generator split's captions (every caption variant of every
