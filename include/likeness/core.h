@@ -106,9 +106,9 @@ const char *lk_blas_recommended_coretype(void);
  * policy is set (libgomp's default made every BLAS call wait 8-12 ms here). Settings already in
  * the environment are kept. Returns if no re-exec happened. */
 void lk_reexec_with_tuned_env(int argc, char **argv, const char *wait_policy);
-/* "active" (spin: fastest when this process has the cores to itself) when the 1-minute load
- * average is below half the online CPUs, else "passive" (sleep: far better when processes
- * compete for the cores). */
+/* "active" (spin: fastest when this process has the cores to itself) when fewer threads of
+ * other processes are running than half the online CPUs (the most of 5 looks at /proc/loadavg
+ * over 40 ms), else "passive" (sleep: far better when processes compete for the cores). */
 const char *lk_auto_wait_policy(void);
 
 #ifdef __cplusplus
