@@ -50,8 +50,10 @@ struct lk__pt {
 /* With cfg.init_dir: load DIR/part/file (any float dtype, as F32) into p->w before the
  * stage's fresh initialization fills in whatever is missing (pretrain_run.c). */
 lk_status lk__pt_init_from(lk__pt *p, const char *part, const char *file);
-/* Appends " LABEL=H" to p->inputs, H the first 16 hex digits of the SHA-256 of the n files
- * (paths[i] under dir) read one after the other. */
+/* Appends " LABEL=H" to p->inputs, H the first 16 hex digits of the digest d. */
+void lk__pt_note_digest(lk__pt *p, const char *label, const uint8_t d[32]);
+/* lk__pt_note_digest of the SHA-256 of the n files (paths[i] under dir) read one after the
+ * other. */
 lk_status lk__pt_note_inputs(lk__pt *p, const char *label, const char *dir,
                              const char *const *paths, int n);
 

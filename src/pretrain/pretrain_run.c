@@ -77,6 +77,12 @@ static lk_status save_checkpoint(lk__pt *p, const char *path) {
     return s;
 }
 
+void lk__pt_note_digest(lk__pt *p, const char *label, const uint8_t d[32]) {
+    const size_t at = strlen(p->inputs);
+    snprintf(p->inputs + at, sizeof p->inputs - at, "%s%s=%02x%02x%02x%02x%02x%02x%02x%02x",
+             at ? " " : "", label, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]);
+}
+
 lk_status lk__pt_note_inputs(lk__pt *p, const char *label, const char *dir,
                              const char *const *paths, int n) {
     lk_sha256 h;
@@ -94,9 +100,7 @@ lk_status lk__pt_note_inputs(lk__pt *p, const char *label, const char *dir,
     if (s != LK_OK) return s;
     uint8_t d[32];
     lk_sha256_final(&h, d);
-    const size_t at = strlen(p->inputs);
-    snprintf(p->inputs + at, sizeof p->inputs - at, "%s%s=%02x%02x%02x%02x%02x%02x%02x%02x",
-             at ? " " : "", label, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]);
+    lk__pt_note_digest(p, label, d);
     return LK_OK;
 }
 

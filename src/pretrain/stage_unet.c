@@ -188,11 +188,8 @@ static lk_status cache_text(lk__pt *p, unet_stage *u, const char *text_dir, cons
     if (s == LK_OK && (!u->emb || !ids)) s = lk_fail(LK_ERR_NOMEM, "out of memory for the captions");
     uint8_t key[32];
     if (s == LK_OK) s = cache_key(p, u, text_dir, tok_dir, key);
-    if (s == LK_OK) { /* the key covers the text encoder, the tokenizer and the captions */
-        const size_t at = strlen(p->inputs);
-        snprintf(p->inputs + at, sizeof p->inputs - at, "%stext+tokenizer=%02x%02x%02x%02x%02x%02x%02x%02x",
-                 at ? " " : "", key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7]);
-    }
+    /* the key covers the text encoder, the tokenizer and the captions */
+    if (s == LK_OK) lk__pt_note_digest(p, "text+tokenizer", key);
     const bool cached = s == LK_OK && cache_read(p->cfg.run_dir, key, n, per, u->emb);
     lk_ctx *ctx = p->ctx;
     lk_set_grad_enabled(ctx, false);

@@ -3,6 +3,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "likeness/report.h"
 #include "likeness/image.h"
+#include "core/fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -179,44 +180,13 @@ static void sb_coord(sbuf *b, double v) {
 
 /* Append `<img src="data:MIME;base64,..." alt="ALT">` for the file at path. */
 static lk_status put_image(sbuf *b, const char *path, const char *alt) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return lk_fail(LK_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 65536, n = 0;
-    uint8_t *d = malloc(cap);
-    if (!d) {
-        fclose(f);
-        return lk_fail(LK_ERR_NOMEM, "%s: out of memory", path);
-    }
-    lk_status st = LK_OK;
-    for (;;) {
-        if (n == cap) {
-            if (cap > LK_REPORT_MAX_IMAGE_BYTES) {
-                st = lk_fail(LK_ERR_UNSUPPORTED, "%s: larger than the %u MiB limit of report images",
-                             path, LK_REPORT_MAX_IMAGE_BYTES >> 20);
-                break;
-            }
-            /* one byte past the limit is enough to tell a file is too large */
-            size_t nc = cap * 2 > (size_t)LK_REPORT_MAX_IMAGE_BYTES + 1
-                            ? (size_t)LK_REPORT_MAX_IMAGE_BYTES + 1 : cap * 2;
-            uint8_t *q = realloc(d, nc);
-            if (!q) {
-                st = lk_fail(LK_ERR_NOMEM, "%s: out of memory", path);
-                break;
-            }
-            d = q;
-            cap = nc;
-        }
-        size_t k = fread(d + n, 1, cap - n, f);
-        n += k;
-        if (k == 0) {
-            if (ferror(f)) st = lk_fail(LK_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
-            break;
-        }
-    }
-    fclose(f);
-    if (st == LK_OK && n > LK_REPORT_MAX_IMAGE_BYTES)
+    char *raw = NULL;
+    size_t n = 0;
+    lk_status st = lk__read_file(path, LK_REPORT_MAX_IMAGE_BYTES, &raw, &n);
+    if (st == LK_ERR_FORMAT) /* lk__read_file's only FORMAT failure: over the limit */
         st = lk_fail(LK_ERR_UNSUPPORTED, "%s: larger than the %u MiB limit of report images", path,
                      LK_REPORT_MAX_IMAGE_BYTES >> 20);
+    const uint8_t *d = (const uint8_t *)raw;
     const char *mime = NULL;
     if (st == LK_OK) {
         switch (lk_image_sniff(d, n)) {
@@ -233,7 +203,7 @@ static lk_status put_image(sbuf *b, const char *path, const char *alt) {
         sb_text(b, alt);
         sb_puts(b, "\">");
     }
-    free(d);
+    free(raw);
     return st;
 }
 
