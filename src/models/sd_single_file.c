@@ -4,43 +4,13 @@
  * convert_original_stable_diffusion_to_diffusers, derived from both module trees. */
 #define _POSIX_C_SOURCE 200809L
 #include "models/sd_internal.h"
+#include "models/sd_keys.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define NAME_CAP sizeof(((lk_tensor *)0)->name)
-
-#define UNET_PFX "model.diffusion_model."
-#define VAE_PFX "first_stage_model."
-#define CLIP_PFX "cond_stage_model.transformer."
-#define OPENCLIP_PFX "cond_stage_model.model."
-
-/* ---- small parsing helpers ---- */
-
-static bool eat(const char **s, const char *p) {
-    size_t n = strlen(p);
-    if (strncmp(*s, p, n)) return false;
-    *s += n;
-    return true;
-}
-
-/* Decimal integer followed by '.', e.g. "12." */
-static bool eat_index(const char **s, int *v) {
-    const char *p = *s;
-    long x = 0;
-    if (*p < '0' || *p > '9') return false;
-    while (*p >= '0' && *p <= '9') {
-        x = x * 10 + (*p++ - '0');
-        if (x > 100000) return false;
-    }
-    if (*p != '.') return false;
-    *v = (int)x;
-    *s = p + 1;
-    return true;
-}
-
-static bool is_param(const char *s) { return !strcmp(s, "weight") || !strcmp(s, "bias"); }
 
 static lk_status unknown_key(const char *path, const char *key, const char *what) {
     return lk_fail(LK_ERR_FORMAT, "%s: unexpected %s tensor '%s' (not a Stable Diffusion 1.x/2.x layout)",

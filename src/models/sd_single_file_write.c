@@ -3,38 +3,11 @@
  * cond_stage_model.transformer), the exact inverse of the renaming in sd_single_file.c (SD-1.x). */
 #define _POSIX_C_SOURCE 200809L
 #include "models/sd_single_file_write.h"
+#include "models/sd_keys.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-
-#define UNET_PFX "model.diffusion_model."
-#define VAE_PFX "first_stage_model."
-#define CLIP_PFX "cond_stage_model.transformer."
-
-static bool eat(const char **s, const char *p) {
-    size_t n = strlen(p);
-    if (strncmp(*s, p, n)) return false;
-    *s += n;
-    return true;
-}
-
-/* Decimal integer followed by '.', e.g. "12." */
-static bool eat_index(const char **s, int *v) {
-    const char *p = *s;
-    long x = 0;
-    if (*p < '0' || *p > '9') return false;
-    while (*p >= '0' && *p <= '9') {
-        x = x * 10 + (*p++ - '0');
-        if (x > 100000) return false;
-    }
-    if (*p != '.') return false;
-    *v = (int)x;
-    *s = p + 1;
-    return true;
-}
-
-static bool is_param(const char *s) { return !strcmp(s, "weight") || !strcmp(s, "bias"); }
 
 static lk_status put(char *out, size_t cap, const char *fmt, ...)
 #if defined(__GNUC__)
