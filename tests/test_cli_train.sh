@@ -142,6 +142,13 @@ expect_error "prior preservation without a class" 2 "needs --class" custom --mod
 expect_error "custom-merge with one file" 2 "custom-merge" custom-merge --model "$GOLDEN" "$T/cd.safetensors" --out "$T/err.safetensors"
 expect_error "custom-merge of a file with itself (same token)" 1 "<new1>" custom-merge --model "$GOLDEN" "$T/cd.safetensors" "$T/cd.safetensors" --out "$T/err.safetensors"
 
+# ---- the bundled emoji model (no --model) and no --class: its learned vocabulary splits the
+# default init words "object" and "ktn"; TI and Custom Diffusion start from the mean of the pieces,
+# while an init word the user gives must still be one token ----
+train_ok "ti on the emoji model, default init word" ti --images "$T/imgs" --token "<e1>" --steps 3 --seed 1 --out "$T/eti.safetensors"
+train_ok "custom on the emoji model, default init word" custom --images "$T/imgs" --steps 3 --seed 1 --out "$T/ecd.safetensors"
+expect_error "an explicit init word of several tokens" 1 "single token" ti --images "$T/imgs" --token "<e2>" --init-word object $E
+
 "$BIN" train --help >"$T/h.out" 2>&1
 check "--help exits 0 and documents every method" sh -c "grep -q 'dreambooth' '$T/h.out' && grep -q -- '--num-class-images' '$T/h.out' && grep -q -- '--concept DIR:TOKEN:CLASS' '$T/h.out' && grep -q 'custom-merge' '$T/h.out'"
 

@@ -820,6 +820,54 @@ static void test_errors(void) {
     expect(lk_trainer_new(&tr, &c, m), LK_ERR_INVALID, "steps", "zero steps");
 }
 
+/* the row a new token starts from: one token -> its row; several -> refused, or the mean of their
+ * rows for a method's default word */
+static void test_new_token_row(void) {
+    char dir[512];
+    lk_train_config c;
+    base_config(&c);
+    c.images = tpath("smoke", dir, sizeof dir);
+    c.token = "<nt>";
+    c.steps = 1;
+    lk_train_method *m = NULL;
+    CHECK_OK(lk_ti_method_new(&m, NULL));
+    lk_trainer *tr = NULL;
+    CHECK_OK(lk_trainer_new(&tr, &c, m));
+    if (!tr) return;
+    const lk_tokenizer *tok = lk_trainer_tokenizer(tr);
+    const lk_tensor *table = lk_clip_text_token_table(lk_trainer_text_encoder(tr));
+    const int64_t D = table->shape[1];
+    float *row = malloc(sizeof(float) * (size_t)D * 2);
+    int64_t ids[8];
+    int n = 0;
+    CHECK_OK(lk_tokenizer_bpe(tok, "photograph booth", ids, 8, &n));
+    CHECK(n == 2 && row);
+    if (n == 2 && row) {
+        CHECK(lk__new_token_row(tok, table, "t", "photograph booth", false, row) == LK_ERR_INVALID &&
+              strstr(lk_last_error(), "single token"));
+        CHECK_OK(lk__new_token_row(tok, table, "t", "photograph booth", true, row));
+        double err = 0.0;
+        for (int64_t j = 0; j < D; j++) {
+            const double want = 0.5 * ((double)lk_get_f32(table, ids[0] * D + j) +
+                                       (double)lk_get_f32(table, ids[1] * D + j));
+            err = fmax(err, fabs((double)row[j] - want));
+        }
+        CHECK(err < 1e-6);
+        /* one token: exactly its row */
+        CHECK_OK(lk__new_token_row(tok, table, "t", "photograph", false, row + D));
+        bool same = true;
+        for (int64_t j = 0; j < D; j++) same = same && row[D + j] == lk_get_f32(table, ids[0] * D + j);
+        CHECK(same);
+    }
+    CHECK(lk__new_token_row(tok, table, "t", "", true, row) == LK_ERR_INVALID);
+    CHECK(lk__check_new_token(tok, "t", "a b") == LK_ERR_INVALID && strstr(lk_last_error(), "white space"));
+    CHECK(lk__check_new_token(tok, "t", "Photograph") == LK_ERR_INVALID &&
+          strstr(lk_last_error(), "already in the vocabulary"));
+    CHECK_OK(lk__check_new_token(tok, "t", "<fresh>"));
+    free(row);
+    lk_trainer_free(tr);
+}
+
 static void test_captions(void) {
     char out[LK_TRAIN_MAX_CAPTION];
     CHECK_OK(lk__train_fill_caption("a photo of a {}", "<sks>", NULL, out, sizeof out));
@@ -863,6 +911,7 @@ int main(void) {
     test_resume(false);
     test_resume(true);
     test_errors();
+    test_new_token_row();
     lk_safetensors_close(cases);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);

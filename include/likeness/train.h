@@ -243,7 +243,8 @@ void lk_trainer_latent_shape(const lk_trainer *tr, int *c, int *h, int *w);
 typedef struct lk_ti_options {
     int n_vectors;          /* vectors per token (1..75), default 1 */
     const char *init_word;  /* a single-token word initializing every vector; NULL: the class
-                             * word, else "object" ("style" with style captions) */
+                             * word, else "object" ("style" with style captions), whose pieces'
+                             * mean is used where the vocabulary splits it */
 } lk_ti_options;
 /* Contract: defaults above. Cannot fail. */
 void lk_ti_options_default(lk_ti_options *o);

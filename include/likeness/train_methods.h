@@ -86,7 +86,8 @@ typedef struct lk_cd_concept {
     const char *token;        /* modifier token, e.g. "<new1>" (NULL for the first: cfg.token) */
     const char *class_word;   /* "dog" (NULL for the first: cfg.class_word) */
     const char *init_word;    /* single-token word the token row starts from; NULL: the class
-                               * word, else "ktn" as Kumari et al. */
+                               * word, else "ktn" as Kumari et al. (the mean of its
+                               * pieces where the vocabulary splits it) */
 } lk_cd_concept;
 
 typedef struct lk_cd_opts {

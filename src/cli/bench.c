@@ -38,6 +38,10 @@ static void on_log(void *ud, const char *line) {
     lk_cli_progress_note(ud, "bench", "%s", line);
 }
 
+static void on_progress(void *ud, double done, double total) {
+    lk_cli_progress_work(ud, "EmojiBench", done, total);
+}
+
 int lk_cli_bench(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "emoji")) {
         if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
@@ -108,6 +112,7 @@ int lk_cli_bench(int argc, char **argv) {
     lk_cli_progress prog;
     lk_cli_progress_init(&prog, stderr, 1);
     c.log = on_log;
+    c.progress = on_progress;
     c.log_ud = &prog;
     c.cancel = &lk_cli_interrupted;
     lk_cli_sigint_install();

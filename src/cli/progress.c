@@ -77,6 +77,16 @@ static void fmt_time(char *buf, size_t n, double s) {
     else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
 }
 
+/* n cells of full (U+2588) then light-shade (U+2591) blocks, fill of them full, into out */
+static void draw_bar(char *out, int n, int fill) {
+    size_t o = 0;
+    for (int i = 0; i < n; i++) {
+        memcpy(out + o, i < fill ? "\xe2\x96\x88" : "\xe2\x96\x91", 3);
+        o += 3;
+    }
+    out[o] = '\0';
+}
+
 lk_status lk_cli_progress_step(void *ud, int done, int total, float timestep) {
     lk_cli_progress *p = ud;
     p->last_total = total;
@@ -96,14 +106,7 @@ lk_status lk_cli_progress_step(void *ud, int done, int total, float timestep) {
     }
     enum { W = 28 };
     char bar[W * 3 + 1];
-    const int fill = (int)((double)W * done / total);
-    size_t o = 0;
-    for (int i = 0; i < W; i++) {
-        const char *c = i < fill ? "\xe2\x96\x88" : "\xe2\x96\x91"; /* U+2588 full block, U+2591 light shade */
-        memcpy(bar + o, c, 3);
-        o += 3;
-    }
-    bar[o] = '\0';
+    draw_bar(bar, W, (int)((double)W * done / total));
     char et[32], ea[32];
     fmt_time(et, sizeof et, now - p->t_start);
     fmt_time(ea, sizeof ea, eta);
@@ -117,6 +120,35 @@ lk_status lk_cli_progress_step(void *ud, int done, int total, float timestep) {
     p->bar_open = true;
     if (done == total) lk_cli_progress_end_line(p);
     return LK_OK;
+}
+
+static void json_escape(FILE *f, const char *t);
+
+void lk_cli_progress_work(lk_cli_progress *p, const char *label, double done, double total) {
+    if (p->silent || !(total > 0.0)) return;
+    const double now = lk_cli_now(), el = now - p->t_start;
+    const bool end = done >= total;
+    if (!end && now - p->t_work < (p->tty ? 0.2 : 10.0)) return;
+    p->t_work = now;
+    const double frac = done > 0.0 ? (done < total ? done / total : 1.0) : 0.0;
+    const double eta = frac > 0.0 ? el * (1.0 - frac) / frac : -1.0;
+    if (!p->tty) {
+        fprintf(p->f, "{\"event\":\"progress\",\"what\":\"");
+        json_escape(p->f, label);
+        fprintf(p->f, "\",\"fraction\":%.4f,\"elapsed_s\":%.1f,\"eta_s\":%.1f}\n", frac, el,
+                eta < 0.0 ? 0.0 : eta);
+        fflush(p->f);
+        return;
+    }
+    enum { W = 28 };
+    char bar[W * 3 + 1], et[32], ea[32];
+    draw_bar(bar, W, (int)(W * frac));
+    fmt_time(et, sizeof et, el);
+    fmt_time(ea, sizeof ea, eta);
+    fprintf(p->f, "\r\033[K%s %s %3.0f%% [%s, ETA %s]", label, bar, 100.0 * frac, et, ea);
+    fflush(p->f);
+    p->bar_open = true;
+    if (end) lk_cli_progress_end_line(p);
 }
 
 /* JSON string body (no quotes) of text to f */
@@ -169,13 +201,7 @@ void lk_cli_progress_train(lk_cli_progress *p, int64_t step, int64_t steps, int6
     }
     enum { W = 24 };
     char bar[W * 3 + 1], et[32], ea[32], mt[64] = "";
-    const int fill = steps > 0 ? (int)((double)W * (double)step / (double)steps) : W;
-    size_t o = 0;
-    for (int i = 0; i < W; i++) {
-        memcpy(bar + o, i < fill ? "\xe2\x96\x88" : "\xe2\x96\x91", 3);
-        o += 3;
-    }
-    bar[o] = 0;
+    draw_bar(bar, W, steps > 0 ? (int)((double)W * (double)step / (double)steps) : W);
     fmt_time(et, sizeof et, el);
     fmt_time(ea, sizeof ea, eta);
     if (metric_name) snprintf(mt, sizeof mt, " %s %.4g", metric_name, (double)metric);

@@ -22,6 +22,7 @@ typedef struct lk_cli_progress {
     double t_start;   /* when the run started (monotonic seconds) */
     double t_image;   /* when the current image's sampling started */
     int last_total;   /* model steps of the current image's run (from the last step) */
+    double t_work;    /* when lk_cli_progress_work last wrote */
 } lk_cli_progress;
 
 /* Set up for n_images images on f. Mode: f is a terminal -> bar, else JSON lines; the
@@ -47,6 +48,11 @@ void lk_cli_progress_end_line(lk_cli_progress *p);
 void lk_cli_progress_train(lk_cli_progress *p, int64_t step, int64_t steps, int64_t step0,
                            double t_start, float loss, float lr, float grad_norm,
                            const char *metric_name, float metric);
+
+/* Progress of a whole long run in work units (done of total, e.g. EmojiBench's), since
+ * lk_cli_progress_init: "label ████░░ 42% [elapsed, ETA]" on a terminal (redrawn at most 5
+ * times a second), else {"event":"progress",...} at most every 10 s and at the end. */
+void lk_cli_progress_work(lk_cli_progress *p, const char *label, double done, double total);
 
 /* Monotonic seconds. */
 double lk_cli_now(void);

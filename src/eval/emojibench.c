@@ -69,6 +69,8 @@ typedef struct bench {
     /* accumulators */
     double acc[2][LK_EB_ROWS][6]; /* n, subject, prompt, top1, top5 (sums); [5] = runs */
     double train_s[2][LK_EB_ROWS], bytes[2][LK_EB_ROWS];
+    double done, total; /* work units (see lk_emojibench_config.progress) */
+    int64_t train_step; /* the last update the running trainer reported */
 } bench;
 
 static double now_s(void) {
@@ -86,6 +88,20 @@ static void logf_(bench *b, const char *fmt, ...) {
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
     b->c->log(b->c->log_ud, line);
+}
+
+static void work(bench *b, double units) {
+    b->done += units;
+    if (b->c->progress) b->c->progress(b->c->log_ud, b->done, b->total);
+}
+
+/* the trainer's progress callback: its updates as work */
+static lk_status train_tick(void *ud, const lk_train_stats *st) {
+    bench *b = ud;
+    const int64_t d = st->step - b->train_step;
+    b->train_step = st->step;
+    if (d > 0) work(b, (double)d * LK_EMOJIBENCH_TRAIN_UNITS);
+    return LK_OK;
 }
 
 /* bytes of a file or, recursively, a folder */
@@ -169,6 +185,7 @@ static lk_status gen_baseline(bench *b, const char *prompt, uint64_t seed, float
     lk_status s = lk_sd_pipeline_generate(b->pipe, &g, &r);
     if (s == LK_OK) memcpy(chw, r.image, sizeof(float) * 3 * SIDE * SIDE);
     lk_sd_result_free(&r);
+    if (s == LK_OK) work(b, b->c->sample_steps);
     return s;
 }
 
@@ -194,6 +211,9 @@ static lk_status personalize(bench *b, int row, const char *images, const char *
     tc.seed = c->seed;
     tc.cancel = c->cancel;
     tc.max_grad_norm = 1.0f;
+    tc.progress = train_tick;
+    tc.progress_ud = b;
+    b->train_step = 0;
     lk_train_method *m = NULL;
     lk_status s = LK_OK;
     switch (row) {
@@ -254,6 +274,7 @@ static lk_status score_trained(bench *b, lk_trainer *tr, int task, int row, cons
     for (int k = 0; k < b->c->seeds; k++) {
         lk_status s = lk_trainer_sample(tr, prompt, NULL, b->c->seed + (uint64_t)k,
                                         b->c->sample_steps, b->c->guidance, SIDE, SIDE, chw);
+        if (s == LK_OK) work(b, b->c->sample_steps);
         if (s == LK_OK) s = lk_evaluator_embed_chw(b->ev, chw, 1, SIDE, emb);
         if (s != LK_OK) return s;
         add_score(b, task, row, emb, ref, text, concept);
@@ -282,12 +303,19 @@ static const char *row_token(int row, bool style) {
 
 /* ---- the tasks ---- */
 
-static lk_status subject_task(bench *b) {
-    const lk_emojibench_config *c = b->c;
-    int held[64], nh = 0;
+/* the subject task's concepts (at most 64): the first n_concepts held-out ones */
+static int subject_concepts(const bench *b, int held[64]) {
+    int nh = 0;
     for (int i = 0; i < b->nc && nh < 64; i++)
         if (lk_emoji_set_concept(b->set, i)->heldout) held[nh++] = i;
-    if (c->n_concepts > 0 && c->n_concepts < nh) nh = c->n_concepts;
+    if (b->c->n_concepts > 0 && b->c->n_concepts < nh) nh = b->c->n_concepts;
+    return nh;
+}
+
+static lk_status subject_task(bench *b) {
+    const lk_emojibench_config *c = b->c;
+    int held[64];
+    const int nh = subject_concepts(b, held);
     b->n_subject = nh;
     float *ref = malloc(sizeof(float) * (size_t)b->E * 3);
     float *chw = malloc(sizeof(float) * 3 * SIDE * SIDE);
@@ -365,24 +393,30 @@ static int pick_concepts(bench *b, int n, unsigned need_mask, const int *skip, i
     return n;
 }
 
-static lk_status style_task(bench *b) {
-    const lk_emojibench_config *c = b->c;
+/* the style task's 5 OpenMoji inputs and the concepts it draws (*nd of them, at most 256) */
+static lk_status style_concepts(bench *b, int inputs[N_STYLE_INPUTS], int draw[256], int *nd) {
     if (b->openmoji < 0) return lk_fail(LK_ERR_FORMAT, "emojibench: the data set has no openmoji style");
-    int inputs[N_STYLE_INPUTS];
     for (int i = 0; i < N_STYLE_INPUTS; i++) {
         inputs[i] = lk_emoji_set_find(b->set, STYLE_INPUT_KEYS[i]);
         if (inputs[i] < 0) return lk_fail(LK_ERR_FORMAT, "emojibench: concept %s missing", STYLE_INPUT_KEYS[i]);
     }
     unsigned need = 1u << b->openmoji;
     for (int q = 0; q < b->n_gen; q++) need |= 1u << b->gen_styles[q];
-    int draw[256];
-    const int nd = pick_concepts(b, c->n_style_concepts < 256 ? c->n_style_concepts : 256, need,
-                                 inputs, N_STYLE_INPUTS, draw);
+    const int n = b->c->n_style_concepts;
+    *nd = pick_concepts(b, n < 256 ? n : 256, need, inputs, N_STYLE_INPUTS, draw);
+    return LK_OK;
+}
+
+static lk_status style_task(bench *b) {
+    const lk_emojibench_config *c = b->c;
+    int inputs[N_STYLE_INPUTS], draw[256], nd = 0;
+    lk_status s = style_concepts(b, inputs, draw, &nd);
+    if (s != LK_OK) return s;
     b->n_style = nd;
     float *buf = malloc(sizeof(float) * (size_t)b->E * (size_t)(2 * nd + 1));
     float *chw = malloc(sizeof(float) * 3 * SIDE * SIDE);
-    lk_status s = buf && chw ? LK_OK : lk_fail(LK_ERR_NOMEM, "out of memory");
-    float *emb = buf + (size_t)2 * nd * b->E;
+    if (s == LK_OK && !(buf && chw)) s = lk_fail(LK_ERR_NOMEM, "out of memory");
+    float *emb = buf ? buf + (size_t)2 * nd * b->E : NULL;
     const char *ow = lk_emoji_set_style_words(b->set, b->openmoji);
     /* references and prompt texts of the drawn concepts */
     for (int i = 0; i < nd && s == LK_OK; i++) {
@@ -436,12 +470,42 @@ static lk_status style_task(bench *b) {
     return s;
 }
 
-static lk_status t2i_check(bench *b, lk_emojibench_result *r) {
+/* the text-to-image check's training concepts (at most 1024) */
+static int t2i_concepts(bench *b, int draw[1024]) {
     unsigned need = 0;
     for (int q = 0; q < b->n_gen; q++) need |= 1u << b->gen_styles[q];
+    const int n = b->c->n_t2i_concepts;
+    return pick_concepts(b, n < 1024 ? n : 1024, need, NULL, 0, draw);
+}
+
+/* the run's work units (see lk_emojibench_config.progress), as the tasks will do it */
+static lk_status plan_work(bench *b) {
+    const lk_emojibench_config *c = b->c;
+    const double img = c->sample_steps, seeds = c->seeds;
+    double total = 0.0;
+    int *draw = malloc(sizeof(int) * 1024), held[64], inputs[N_STYLE_INPUTS];
+    if (!draw) return lk_fail(LK_ERR_NOMEM, "out of memory");
+    if (c->n_t2i_concepts > 0) total += (double)t2i_concepts(b, draw) * b->n_gen * img;
+    double per = (c->rows & (1u << LK_EB_BASELINE)) ? seeds * img : 0.0; /* one concept */
+    for (int row = LK_EB_TI; row < LK_EB_ROWS; row++)
+        if (c->rows & (1u << row)) per += (double)c->steps[row] * LK_EMOJIBENCH_TRAIN_UNITS + seeds * img;
+    total += (double)subject_concepts(b, held) * per;
+    lk_status s = LK_OK;
+    int nd = 0;
+    if (c->n_style_concepts > 0) s = style_concepts(b, inputs, draw, &nd);
+    if (s == LK_OK && nd > 0) {
+        if (c->rows & (1u << LK_EB_BASELINE)) total += nd * seeds * img;
+        for (int row = LK_EB_TI; row < LK_EB_ROWS; row++)
+            if (c->rows & (1u << row)) total += (double)c->steps[row] * LK_EMOJIBENCH_TRAIN_UNITS + nd * seeds * img;
+    }
+    free(draw);
+    b->total = total;
+    return s;
+}
+
+static lk_status t2i_check(bench *b, lk_emojibench_result *r) {
     int draw[1024];
-    const int nd = pick_concepts(b, b->c->n_t2i_concepts < 1024 ? b->c->n_t2i_concepts : 1024,
-                                 need, NULL, 0, draw);
+    const int nd = t2i_concepts(b, draw);
     float *chw = malloc(sizeof(float) * 3 * SIDE * SIDE), *emb = malloc(sizeof(float) * (size_t)b->E);
     lk_status s = chw && emb ? LK_OK : lk_fail(LK_ERR_NOMEM, "out of memory");
     double g1 = 0, g5 = 0, r1 = 0, r5 = 0;
@@ -519,6 +583,7 @@ lk_status lk_emojibench_run(const lk_emojibench_config *c, lk_emojibench_result 
     b.c = c;
     const double t0 = now_s();
     lk_status s = setup(&b);
+    if (s == LK_OK) s = plan_work(&b);
     if (s == LK_OK && c->n_t2i_concepts > 0) s = t2i_check(&b, r);
     if (s == LK_OK) s = subject_task(&b);
     if (s == LK_OK && c->n_style_concepts > 0) s = style_task(&b);

@@ -5,7 +5,6 @@
 #define _POSIX_C_SOURCE 200809L
 #include "personalize/prior_preservation.h"
 
-#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,19 +39,6 @@ static const char *concept_field(const cd_state *st, const lk_train_config *cfg,
     if (st->str[k][f][0]) return st->str[k][f];
     if (k > 0) return NULL;
     return f == 0 ? cfg->images : f == 1 ? cfg->token : f == 2 ? cfg->class_word : NULL;
-}
-
-static lk_status check_new_token(const lk_tokenizer *tok, const char *token) {
-    char low[256], word[262];
-    size_t n = strlen(token);
-    if (n == 0 || n > 200) return lk_fail(LK_ERR_INVALID, "custom diffusion: bad token '%.40s'", token);
-    for (size_t i = 0; i <= n; i++) low[i] = (char)tolower((unsigned char)token[i]);
-    snprintf(word, sizeof word, "%s</w>", low);
-    if (lk_tokenizer_token_id(tok, token) >= 0 || lk_tokenizer_token_id(tok, low) >= 0 ||
-        lk_tokenizer_token_id(tok, word) >= 0)
-        return lk_fail(LK_ERR_INVALID, "custom diffusion: token '%s' is already in the vocabulary; "
-                       "choose a new one such as \"<new1>\"", token);
-    return LK_OK;
 }
 
 static bool is_cd_layer(const char *name, bool q_out) {
@@ -116,22 +102,22 @@ static lk_status cd_prepare(lk_train_method *m, lk_trainer *tr) {
     for (int k = 0; s == LK_OK && k < nc; k++) {
         const char *token = concept_field(st, cfg, k, 1);
         if (!token) return lk_fail(LK_ERR_INVALID, "custom diffusion: concept %d has no token", k + 1);
-        s = check_new_token(tok, token);
+        s = lk__check_new_token(tok, "custom diffusion", token);
         const char *cw = concept_field(st, cfg, k, 2);
         const char *iw = concept_field(st, cfg, k, 3);
+        /* a class word or init word is the user's; only the built-in "ktn" may be split */
+        const bool is_default = !iw && !(cw && cw[0]);
         if (!iw) iw = cw && cw[0] ? cw : "ktn";
-        int64_t ids[8];
-        int n_ids = 0;
-        if (s == LK_OK) s = lk_tokenizer_bpe(tok, iw, ids, 8, &n_ids);
-        if (s == LK_OK && n_ids != 1)
-            s = lk_fail(LK_ERR_INVALID, "custom diffusion: init word '%s' is %d tokens; give a "
-                        "single-token word", iw, n_ids);
         if (s != LK_OK) break;
         lk_tensor *table = lk_clip_text_token_table(te);
         const int64_t D = table->shape[1];
         float *row = malloc(sizeof(float) * (size_t)D);
         if (!row) return lk_fail(LK_ERR_NOMEM, "out of memory");
-        for (int64_t j = 0; j < D; j++) row[j] = lk_get_f32(table, ids[0] * D + j);
+        s = lk__new_token_row(tok, table, "custom diffusion", iw, is_default, row);
+        if (s != LK_OK) {
+            free(row);
+            break;
+        }
         int64_t a = -1, b = -1;
         s = lk_tokenizer_add_token_n(tok, token, 1, &a);
         if (s == LK_OK) s = lk_clip_text_add_tokens(te, 1, row, &b);

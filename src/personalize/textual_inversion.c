@@ -4,10 +4,9 @@
  * AUTOMATIC1111 (emb_params) and diffusers (learned_embeds) embedding files. */
 #define _POSIX_C_SOURCE 200809L
 #include "likeness/train.h"
+#include "personalize/train_internal.h"
 
 #include <stdio.h>
-
-#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,27 +24,6 @@ void lk_ti_options_default(lk_ti_options *o) {
     o->init_word = NULL;
 }
 
-/* A token that is a vocabulary word as the tokenizer would see it ("dog", "sks") or already
- * added: LK_ERR_INVALID. */
-static lk_status check_new_token(const lk_tokenizer *tok, const char *token) {
-    char low[256];
-    size_t n = strlen(token);
-    if (n == 0 || n > 200) return lk_fail(LK_ERR_INVALID, "textual inversion: token '%.40s' must "
-                                          "have 1 to 200 bytes", token);
-    for (size_t i = 0; i <= n; i++) low[i] = (char)tolower((unsigned char)token[i]);
-    for (size_t i = 0; i < n; i++)
-        if (isspace((unsigned char)token[i]))
-            return lk_fail(LK_ERR_INVALID, "textual inversion: token '%s' contains white space",
-                           token);
-    char word[260];
-    snprintf(word, sizeof word, "%s</w>", low);
-    if (lk_tokenizer_token_id(tok, token) >= 0 || lk_tokenizer_token_id(tok, low) >= 0 ||
-        lk_tokenizer_token_id(tok, word) >= 0)
-        return lk_fail(LK_ERR_INVALID, "textual inversion: token '%s' is already in the vocabulary; "
-                       "choose a new one such as \"<%s>\"", token, low);
-    return LK_OK;
-}
-
 static lk_status ti_prepare(lk_train_method *m, lk_trainer *tr) {
     ti_state *st = m->self;
     const lk_train_config *cfg = lk_trainer_config(tr);
@@ -57,32 +35,28 @@ static lk_status ti_prepare(lk_train_method *m, lk_trainer *tr) {
     if (nv < 1 || nv > LK_CLIP_CHUNK)
         return lk_fail(LK_ERR_INVALID, "textual inversion: %d vectors; 1 to %d are possible", nv,
                        LK_CLIP_CHUNK);
-    lk_status s = check_new_token(tok, token);
+    lk_status s = lk__check_new_token(tok, "textual inversion", token);
     if (s != LK_OK) return s;
     const char *iw = st->o.init_word;
-    if (!iw || !iw[0]) iw = cfg->class_word && cfg->class_word[0] ? cfg->class_word
-                            : cfg->captions == LK_CAPTION_STYLE ? "style" : "object";
+    const bool is_default = !iw || !iw[0];
+    if (is_default) iw = cfg->class_word && cfg->class_word[0] ? cfg->class_word
+                         : cfg->captions == LK_CAPTION_STYLE ? "style" : "object";
     if (iw != st->init_word) snprintf(st->init_word, sizeof st->init_word, "%s", iw);
-    int64_t ids[8];
-    int n_ids = 0;
-    s = lk_tokenizer_bpe(tok, st->init_word, ids, 8, &n_ids);
-    if (s != LK_OK) return s;
-    if (n_ids != 1)
-        return lk_fail(LK_ERR_INVALID, "textual inversion: the init word '%s' is %d tokens; choose "
-                       "a word that is a single token (e.g. the class: \"dog\", \"toy\")",
-                       st->init_word, n_ids);
     lk_tensor *table = lk_clip_text_token_table(te);
     const int64_t V = table->shape[0], D = table->shape[1];
-    if (ids[0] < 0 || ids[0] >= V)
-        return lk_fail(LK_ERR_INVALID, "textual inversion: init id %lld outside the %lld-row table",
-                       (long long)ids[0], (long long)V);
     if (lk_tokenizer_vocab_size(tok) != V)
         return lk_fail(LK_ERR_INVALID, "textual inversion: the tokenizer has %lld ids, the text "
                        "encoder's table %lld rows", (long long)lk_tokenizer_vocab_size(tok),
                        (long long)V);
     float *rows = malloc(sizeof(float) * (size_t)nv * (size_t)D);
     if (!rows) return lk_fail(LK_ERR_NOMEM, "out of memory");
-    for (int64_t j = 0; j < D; j++) rows[j] = lk_get_f32(table, ids[0] * D + j);
+    /* the class word is the user's choice: only the built-in "object" / "style" may be split */
+    s = lk__new_token_row(tok, table, "textual inversion", st->init_word,
+                          is_default && !(cfg->class_word && cfg->class_word[0]), rows);
+    if (s != LK_OK) {
+        free(rows);
+        return s;
+    }
     for (int v = 1; v < nv; v++) memcpy(rows + (size_t)v * (size_t)D, rows, sizeof(float) * (size_t)D);
     int64_t first = -1, first_te = -1;
     s = lk_tokenizer_add_token_n(tok, token, nv, &first);

@@ -76,4 +76,17 @@ lk_status lk__train_caption(const lk_trainer *tr, int i, lk_rng *rng, char *out,
 lk_status lk__train_fill_caption(const char *text, const char *token, const char *class_word,
                                  char *out, size_t cap);
 
+/* ---- new tokens (new_token.c), shared by Textual Inversion and Custom Diffusion ---- */
+
+/* LK_ERR_INVALID, the message starting with who ("textual inversion"), when token is empty or
+ * over 200 bytes, contains white space, or is already a word of the vocabulary as the tokenizer
+ * sees it (as written, lower-cased, or as a word end "tok</w>"). */
+lk_status lk__check_new_token(const lk_tokenizer *tok, const char *who, const char *token);
+/* The embedding (table->shape[1] floats, into row) a new token starts from: the table row of
+ * word when it is one token. A word of several tokens is refused (LK_ERR_INVALID, "single
+ * token") unless is_default (the method's own default such as "object", which a learned
+ * vocabulary may split): then the mean of its tokens' rows. */
+lk_status lk__new_token_row(const lk_tokenizer *tok, const lk_tensor *table, const char *who,
+                            const char *word, bool is_default, float *row);
+
 #endif
