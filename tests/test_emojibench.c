@@ -88,7 +88,27 @@ static bool in_range(double x) { return isfinite(x) && x >= -1.0 - 1e-6 && x <= 
 typedef struct log_count {
     int lines;
     bool saw_subject, saw_style;
+    int calls;             /* progress calls */
+    double done, total;    /* the last ones */
+    bool monotone;         /* done never went down, total never changed */
 } log_count;
+
+static void on_progress(void *ud, double done, double total) {
+    log_count *l = ud;
+    if (l->calls == 0) l->monotone = true;
+    else l->monotone = l->monotone && done >= l->done && total == l->total;
+    l->calls++;
+    l->done = done;
+    l->total = total;
+}
+
+/* the planned work was exactly the work done */
+static void check_progress(const char *what, const log_count *l) {
+    const bool ok = l->calls > 0 && l->monotone && l->total > 0.0 && fabs(l->done - l->total) < 1e-6;
+    CHECK(ok);
+    printf("%s %s: %d progress calls, done %.0f of %.0f planned units\n", ok ? "ok  " : "FAIL", what,
+           l->calls, l->done, l->total);
+}
 
 static void on_log(void *ud, const char *line) {
     log_count *l = ud;
@@ -214,10 +234,12 @@ static void test_full(const char *root, const char *model, const char *ev, const
     lk_emojibench_config c = small_config(model, ev, data, work);
     log_count lc = {0};
     c.log = on_log;
+    c.progress = on_progress;
     c.log_ud = &lc;
     lk_emojibench_result r;
     const double t = lk_t_now();
     CHECK_OK(lk_emojibench_run(&c, &r));
+    check_progress("full run", &lc);
     printf("     full run: %.1f s (reported %.1f s), %d log lines\n", lk_t_now() - t, r.seconds, lc.lines);
     CHECK(r.seconds > 0.0 && lc.lines > 0 && lc.saw_subject && lc.saw_style);
     CHECK(r.n_subject_concepts == 2 && r.n_style_concepts == 2);
@@ -263,8 +285,12 @@ static void test_mask(const char *root, const char *model, const char *ev, const
     lk_emojibench_config c = small_config(model, ev, data, work);
     c.rows = (1u << LK_EB_REAL) | (1u << LK_EB_BASELINE);
     c.n_t2i_concepts = 0;
+    log_count lc = {0};
+    c.progress = on_progress;
+    c.log_ud = &lc;
     lk_emojibench_result r;
     CHECK_OK(lk_emojibench_run(&c, &r));
+    check_progress("real + baseline", &lc);
     const int want_subject[LK_EB_ROWS] = {4, 2, 0, 0, 0, 0}, want_style[LK_EB_ROWS] = {6, 2, 0, 0, 0, 0};
     check_rows("subject", r.subject, want_subject, c.rows);
     check_rows("style  ", r.style, want_style, c.rows);
