@@ -107,7 +107,7 @@ const char *lk_blas_recommended_coretype(void);
  * the environment are kept. Returns if no re-exec happened. */
 void lk_reexec_with_tuned_env(int argc, char **argv, const char *wait_policy);
 /* "active" (spin: fastest when this process has the cores to itself) when fewer threads of
- * other processes are running than half the online CPUs (the most of 5 looks at /proc/loadavg
+ * other processes are running than half the online CPUs (the median of 5 looks at /proc/loadavg
  * over 40 ms), else "passive" (sleep: far better when processes compete for the cores). */
 const char *lk_auto_wait_policy(void);
 

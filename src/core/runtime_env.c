@@ -12,8 +12,10 @@
  *     256x256 SD UNet step, 67% on a training step of the small emoji UNet (0.76 s active vs
  *     1.27 s passive per batch of 64, 2 threads, measured 2026-11-27). "auto" (the command)
  *     picks "active" when the machine is otherwise idle (fewer threads of other processes
- *     running than half the online CPUs, the most of 5 looks over 40 ms) and "passive" when it
- *     is busy. (Not the load average: it stays high for a minute after a build.)
+ *     running than half the online CPUs, the median of 5 looks over 40 ms) and "passive" when
+ *     it is busy. (Not the load average: it stays high for a minute after a build. Not the most
+ *     of the looks: a shell or monitor running for a moment made a 35-minute benchmark run
+ *     passive, 2x slower, on 2026-11-27.)
  * Executables re-run themselves once with these set; library users set them in the
  * environment (README). */
 #define _GNU_SOURCE
@@ -43,11 +45,12 @@ const char *lk_blas_recommended_coretype(void) {
     return NULL;
 }
 
-/* Threads of other processes that are running or ready now: the most seen in 5 looks 10 ms
- * apart at /proc/loadavg's "running/total" field (which counts this thread too); -1 if
- * unreadable. */
+/* Threads of other processes that are running or ready now: the median of 5 looks 10 ms apart
+ * at /proc/loadavg's "running/total" field (which counts this thread too), so that a process
+ * that runs for a moment (the shell that started us, a monitor polling) does not count but
+ * one that computes does; -1 if unreadable. */
 static int others_running(void) {
-    int most = -1;
+    int seen[5];
     for (int i = 0; i < 5; i++) {
         if (i) usleep(10000);
         double l1, l5, l15;
@@ -57,9 +60,14 @@ static int others_running(void) {
         const bool got = fscanf(f, "%lf %lf %lf %d/%d", &l1, &l5, &l15, &run, &total) == 5;
         fclose(f);
         if (!got) return -1;
-        if (run - 1 > most) most = run - 1;
+        seen[i] = run - 1 > 0 ? run - 1 : 0;
+        for (int j = i; j > 0 && seen[j - 1] > seen[j]; j--) { /* insertion sort */
+            const int t = seen[j];
+            seen[j] = seen[j - 1];
+            seen[j - 1] = t;
+        }
     }
-    return most;
+    return seen[2];
 }
 
 const char *lk_auto_wait_policy(void) {
