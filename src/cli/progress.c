@@ -122,7 +122,16 @@ lk_status lk_cli_progress_step(void *ud, int done, int total, float timestep) {
     return LK_OK;
 }
 
-static void json_escape(FILE *f, const char *t);
+/* JSON string body (no quotes) of text to f */
+static void json_escape(FILE *f, const char *t) {
+    for (const unsigned char *c = (const unsigned char *)t; *c; c++) {
+        if (*c == '"' || *c == '\\') fprintf(f, "\\%c", *c);
+        else if (*c == '\n') fputs("\\n", f);
+        else if (*c == '\t') fputs("\\t", f);
+        else if (*c < 0x20) fprintf(f, "\\u%04x", *c);
+        else fputc(*c, f);
+    }
+}
 
 void lk_cli_progress_work(lk_cli_progress *p, const char *label, double done, double total) {
     if (p->silent || !(total > 0.0)) return;
@@ -149,17 +158,6 @@ void lk_cli_progress_work(lk_cli_progress *p, const char *label, double done, do
     fflush(p->f);
     p->bar_open = true;
     if (end) lk_cli_progress_end_line(p);
-}
-
-/* JSON string body (no quotes) of text to f */
-static void json_escape(FILE *f, const char *t) {
-    for (const unsigned char *c = (const unsigned char *)t; *c; c++) {
-        if (*c == '"' || *c == '\\') fprintf(f, "\\%c", *c);
-        else if (*c == '\n') fputs("\\n", f);
-        else if (*c == '\t') fputs("\\t", f);
-        else if (*c < 0x20) fprintf(f, "\\u%04x", *c);
-        else fputc(*c, f);
-    }
 }
 
 void lk_cli_progress_note(lk_cli_progress *p, const char *event, const char *fmt, ...) {

@@ -415,7 +415,7 @@ static lk_status style_task(bench *b) {
     b->n_style = nd;
     float *buf = malloc(sizeof(float) * (size_t)b->E * (size_t)(2 * nd + 1));
     float *chw = malloc(sizeof(float) * 3 * SIDE * SIDE);
-    if (s == LK_OK && !(buf && chw)) s = lk_fail(LK_ERR_NOMEM, "out of memory");
+    if (!buf || !chw) s = lk_fail(LK_ERR_NOMEM, "out of memory");
     float *emb = buf ? buf + (size_t)2 * nd * b->E : NULL;
     const char *ow = lk_emoji_set_style_words(b->set, b->openmoji);
     /* references and prompt texts of the drawn concepts */
